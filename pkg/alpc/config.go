@@ -1,0 +1,162 @@
+package alpc
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
+)
+
+// Defaults for Config fields.
+const (
+	// DefaultInlineLimit is the ALPC figure: payloads up to 63 KiB are copied
+	// through the socket queue.
+	DefaultInlineLimit = 63 << 10
+	// DefaultMaxMessageSize bounds any single message.
+	DefaultMaxMessageSize = 1 << 30
+	// DefaultMaxPendingCalls bounds requests in flight per direction.
+	DefaultMaxPendingCalls = 1024
+	// DefaultMaxConcurrentHandlers bounds handlers running at once per Conn.
+	DefaultMaxConcurrentHandlers = 256
+	// DefaultSocketMode is the file mode of a port's socket.
+	DefaultSocketMode os.FileMode = 0o600
+	// DefaultHandshakeTimeout bounds how long a connecting client may take
+	// to send its connection message.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxPendingConnections bounds connection requests waiting for
+	// Accept.
+	DefaultMaxPendingConnections = 128
+
+	// MinInlineLimit and MaxInlineLimit bound Config.InlineLimit. The upper
+	// bound keeps one inline message inside one datagram with the kernel's
+	// default socket buffer sizes.
+	MinInlineLimit = wire.MinInlineLimit
+	MaxInlineLimit = wire.MaxInlineLimit
+
+	// MaxConnectionMessage bounds connection messages, accept replies and
+	// reject reasons.
+	MaxConnectionMessage = wire.MaxHandshakeMessage
+)
+
+// Config configures a Listener, a dialed Conn, or a Conn made from a file.
+// A nil *Config means all defaults. The connection's effective limits are
+// negotiated: each side announces its own, and both directions use the
+// smaller value.
+type Config struct {
+	// Handler serves requests the peer sends on the connection. Nil means
+	// every call fails with CodeUnimplemented and one-way messages are
+	// dropped.
+	Handler Handler
+
+	// InlineLimit is the largest payload copied through the socket queue;
+	// larger payloads travel through shared memory. Between MinInlineLimit
+	// and MaxInlineLimit. Defaults to DefaultInlineLimit (63 KiB).
+	InlineLimit int
+
+	// MaxMessageSize is the largest payload this side sends or receives.
+	// Defaults to DefaultMaxMessageSize (1 GiB).
+	MaxMessageSize int64
+
+	// MaxPendingCalls is the most requests (calls and one-way messages) that
+	// may be in flight in each direction. A Call or Send beyond it waits for
+	// a slot until its context ends, then fails with a *LimitError. A peer
+	// that exceeds it is a protocol violation. Defaults to
+	// DefaultMaxPendingCalls (1024).
+	MaxPendingCalls int
+
+	// MaxConcurrentHandlers is the most handlers run at once on one Conn;
+	// further requests wait in order. Defaults to
+	// DefaultMaxConcurrentHandlers (256).
+	MaxConcurrentHandlers int
+
+	// SocketMode is the file mode of the port's socket (Listen only).
+	// Defaults to DefaultSocketMode (0600).
+	SocketMode os.FileMode
+
+	// HandshakeTimeout bounds how long a client may take to send its
+	// connection message after connecting (Listen only). Defaults to
+	// DefaultHandshakeTimeout (10s).
+	HandshakeTimeout time.Duration
+
+	// MaxPendingConnections bounds connection requests waiting to be
+	// accepted; further clients wait in the kernel's backlog (Listen only).
+	// Defaults to DefaultMaxPendingConnections (128).
+	MaxPendingConnections int
+}
+
+// withDefaults returns a copy of c with defaults filled in, or an error for
+// out-of-range values.
+func (c *Config) withDefaults() (Config, error) {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.InlineLimit == 0 {
+		out.InlineLimit = DefaultInlineLimit
+	}
+	if out.MaxMessageSize == 0 {
+		out.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if out.MaxPendingCalls == 0 {
+		out.MaxPendingCalls = DefaultMaxPendingCalls
+	}
+	if out.MaxConcurrentHandlers == 0 {
+		out.MaxConcurrentHandlers = DefaultMaxConcurrentHandlers
+	}
+	if out.SocketMode == 0 {
+		out.SocketMode = DefaultSocketMode
+	}
+	if out.HandshakeTimeout == 0 {
+		out.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if out.MaxPendingConnections == 0 {
+		out.MaxPendingConnections = DefaultMaxPendingConnections
+	}
+	switch {
+	case out.InlineLimit < MinInlineLimit || out.InlineLimit > MaxInlineLimit:
+		return out, fmt.Errorf("alpc: config: InlineLimit %d outside [%d, %d]", out.InlineLimit, MinInlineLimit, MaxInlineLimit)
+	case out.MaxMessageSize < int64(out.InlineLimit):
+		return out, fmt.Errorf("alpc: config: MaxMessageSize %d is below InlineLimit %d", out.MaxMessageSize, out.InlineLimit)
+	case out.MaxPendingCalls < 0 || out.MaxPendingCalls > 1<<20:
+		return out, fmt.Errorf("alpc: config: MaxPendingCalls %d outside [1, %d]", out.MaxPendingCalls, 1<<20)
+	case out.MaxConcurrentHandlers < 0:
+		return out, fmt.Errorf("alpc: config: MaxConcurrentHandlers %d is negative", out.MaxConcurrentHandlers)
+	case out.SocketMode&^os.ModePerm != 0:
+		return out, fmt.Errorf("alpc: config: SocketMode %v has bits beyond permissions", out.SocketMode)
+	case out.HandshakeTimeout < 0:
+		return out, fmt.Errorf("alpc: config: HandshakeTimeout %v is negative", out.HandshakeTimeout)
+	case out.MaxPendingConnections < 0:
+		return out, fmt.Errorf("alpc: config: MaxPendingConnections %d is negative", out.MaxPendingConnections)
+	}
+	return out, nil
+}
+
+func (c *Config) params() wire.Params {
+	return wire.Params{
+		InlineLimit:     uint32(c.InlineLimit),
+		MaxPendingCalls: uint32(c.MaxPendingCalls),
+		MaxMessageSize:  uint64(c.MaxMessageSize),
+	}
+}
+
+// limits are a connection's negotiated limits.
+type limits struct {
+	// sendInline is the largest inline payload we may send (the peer's
+	// receive buffer); recvInline the largest we accept.
+	sendInline, recvInline int
+	maxMessage             int64
+	window                 int
+	peerFeatures           uint32
+}
+
+func negotiate(own *Config, peer wire.Params) limits {
+	l := limits{
+		sendInline:   min(own.InlineLimit, int(peer.InlineLimit)),
+		recvInline:   own.InlineLimit,
+		maxMessage:   min(own.MaxMessageSize, int64(min(peer.MaxMessageSize, 1<<62))),
+		window:       min(own.MaxPendingCalls, int(peer.MaxPendingCalls)),
+		peerFeatures: peer.Features,
+	}
+	return l
+}

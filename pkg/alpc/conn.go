@@ -1,0 +1,650 @@
+package alpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
+	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
+)
+
+// Credentials are a peer process's identity as reported by the kernel
+// (SO_PEERCRED) when the socket was connected. For a channel handed over by
+// a broker (see FileConn), they describe the process that created it.
+type Credentials struct {
+	PID int32
+	UID uint32
+	GID uint32
+}
+
+// Limits are a connection's negotiated limits: for each, the smaller of the
+// two sides' Config values.
+type Limits struct {
+	// InlineLimit is the largest payload sent inline.
+	InlineLimit int
+	// MaxMessageSize is the largest payload either side may send.
+	MaxMessageSize int64
+	// MaxPendingCalls is the most requests in flight per direction.
+	MaxPendingCalls int
+}
+
+// Conn is one end of a private, bidirectional kalpc channel. Both ends are
+// equal: either may Call or Send, and each serves the other's requests with
+// its Config.Handler. A Conn is safe for concurrent use.
+//
+// The Conn owns its socket descriptor and closes it exactly once, when the
+// connection ends (Close, peer hang-up or a protocol violation) and every
+// system call using it has returned.
+type Conn struct {
+	sock    *sys.Socket
+	cfg     Config
+	lim     limits
+	cred    Credentials
+	handler Handler
+	log     *slog.Logger
+	// acceptMsg is the server's reply to the connection message (client side).
+	acceptMsg []byte
+
+	nextID atomic.Uint64
+	// slots holds one token per request in flight to the peer.
+	slots chan struct{}
+	// congested serialises the slow (socket buffer full) write path so
+	// that at most one thread per Conn blocks in poll.
+	congested chan struct{}
+
+	mu sync.Mutex
+	// calls are our calls awaiting a reply, by id.
+	calls map[uint64]*call
+	// oneWayOut counts our one-way requests not yet credited back.
+	oneWayOut int
+	// inflight counts the peer's requests not yet finished.
+	inflight int
+	// serving are the peer's calls being handled or queued, by id, so a
+	// cancel can reach them.
+	serving map[uint64]*Request
+	running int
+	queue   []*Request
+	// oneWayActive counts the peer's one-way requests queued or running;
+	// credits those finished but not yet credited.
+	oneWayActive int
+	credits      uint32
+	err          error // why the Conn ended; set once
+
+	done       chan struct{}
+	readerDone chan struct{}
+	closed     atomic.Bool
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+}
+
+type call struct {
+	ch        chan callResult
+	abandoned bool
+}
+
+type callResult struct {
+	payload []byte
+	err     error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{ch: make(chan callResult, 1)} }}
+
+// newConn starts a Conn on a connected, blocking socket whose handshake is
+// done. It takes ownership of fd.
+func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
+	cred, _ := sys.PeerCred(fd)
+	lim := negotiate(cfg, peer)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		sock:       sys.NewSocket(fd),
+		cfg:        *cfg,
+		lim:        lim,
+		cred:       Credentials(cred),
+		handler:    cfg.Handler,
+		log:        slog.Default().With("component", "alpc"),
+		slots:      make(chan struct{}, lim.window),
+		congested:  make(chan struct{}, 1),
+		calls:      make(map[uint64]*call),
+		serving:    make(map[uint64]*Request),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		baseCtx:    ctx,
+		baseCancel: cancel,
+	}
+	go c.readLoop()
+	return c
+}
+
+// PeerCredentials returns the peer's kernel-reported credentials.
+func (c *Conn) PeerCredentials() Credentials { return c.cred }
+
+// AcceptMessage returns, on a dialed Conn, the message the server passed to
+// ConnRequest.Accept; nil elsewhere.
+func (c *Conn) AcceptMessage() []byte { return c.acceptMsg }
+
+// Limits returns the connection's negotiated limits.
+func (c *Conn) Limits() Limits {
+	return Limits{InlineLimit: c.lim.sendInline, MaxMessageSize: c.lim.maxMessage, MaxPendingCalls: c.lim.window}
+}
+
+// Done is closed when the connection has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the connection is open, then why it ended:
+// ErrClosed, ErrPeerClosed, a *ProtocolError, or a system error.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the connection: pending calls fail with ErrClosed, handlers'
+// contexts are cancelled, and the socket is closed once no system call uses
+// it. Close waits for that and returns nil; a second Close returns ErrClosed.
+func (c *Conn) Close() error {
+	first := c.closed.CompareAndSwap(false, true)
+	c.fail(ErrClosed)
+	<-c.readerDone
+	<-c.sock.Done()
+	if !first {
+		return ErrClosed
+	}
+	return nil
+}
+
+// fail ends the connection with err (the first error wins).
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	calls := c.calls
+	c.calls = nil
+	c.queue = nil
+	c.mu.Unlock()
+
+	_ = c.sock.Close()
+	c.baseCancel()
+	close(c.done)
+	for _, cl := range calls {
+		if !cl.abandoned {
+			cl.ch <- callResult{err: err}
+		}
+	}
+}
+
+func (c *Conn) endErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return ErrClosed
+}
+
+// Call sends payload to the peer's handler and waits for its reply. Many
+// calls may be in flight at once. While waiting, this side keeps serving
+// the peer's requests (callbacks). If ctx ends first, Call returns
+// ctx.Err() and tells the peer, whose handler's context is cancelled; a
+// deadline on ctx is also passed to the peer's handler.
+func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
+	if err := c.checkSize(len(payload)); err != nil {
+		return nil, err
+	}
+	if err := c.acquireSlot(ctx); err != nil {
+		return nil, err
+	}
+	// The remaining time is measured after waiting for a slot, so the
+	// peer's deadline trails ours only by the message's transit time.
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			c.releaseSlots(1)
+			return nil, context.DeadlineExceeded
+		}
+	}
+	id := c.nextID.Add(1)
+	cl := callPool.Get().(*call)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		c.releaseSlots(1)
+		callPool.Put(cl)
+		return nil, err
+	}
+	c.calls[id] = cl
+	c.mu.Unlock()
+
+	h := wire.Header{Type: wire.TypeRequest, ID: id, Aux64: uint64(timeout)}
+	if err := c.write(ctx, &h, payload, nil); err != nil {
+		c.mu.Lock()
+		_, mine := c.calls[id]
+		delete(c.calls, id)
+		c.mu.Unlock()
+		if mine {
+			c.releaseSlots(1)
+			callPool.Put(cl)
+			return nil, err
+		}
+		// The connection failed and fail() owns the call now: it delivers
+		// (or has delivered) the connection's error.
+		r := <-cl.ch
+		callPool.Put(cl)
+		return nil, r.err
+	}
+
+	select {
+	case r := <-cl.ch:
+		callPool.Put(cl)
+		return r.payload, r.err
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if _, ok := c.calls[id]; ok {
+		// The reply will still come (the peer always answers, if only with
+		// "canceled"); it frees the slot then.
+		cl.abandoned = true
+		c.mu.Unlock()
+		// A passed deadline needs no cancel: the peer's handler got the
+		// same deadline (trailing ours by the request's transit time) and
+		// sees DeadlineExceeded itself.
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) || timeout == 0 {
+			c.sendCancel(id)
+		}
+		return nil, ctx.Err()
+	}
+	c.mu.Unlock()
+	r := <-cl.ch // delivered concurrently with the cancellation
+	callPool.Put(cl)
+	return r.payload, r.err
+}
+
+// Send delivers payload to the peer's handler without waiting for it to be
+// handled (a one-way message). It returns once the message is queued in the
+// socket. The peer returns the request's slot when its handler is done, so
+// a fast sender is paced by a slow receiver.
+func (c *Conn) Send(ctx context.Context, payload []byte) error {
+	if err := c.checkSize(len(payload)); err != nil {
+		return err
+	}
+	if err := c.acquireSlot(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		c.releaseSlots(1)
+		return err
+	}
+	c.oneWayOut++
+	c.mu.Unlock()
+	h := wire.Header{Type: wire.TypeRequest, Flags: wire.FlagOneWay, ID: c.nextID.Add(1)}
+	if err := c.write(ctx, &h, payload, nil); err != nil {
+		c.mu.Lock()
+		c.oneWayOut--
+		c.mu.Unlock()
+		c.releaseSlots(1)
+		return err
+	}
+	return nil
+}
+
+func (c *Conn) checkSize(n int) error {
+	if int64(n) > c.lim.maxMessage {
+		return fmt.Errorf("%w: %d bytes exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
+	}
+	if n > c.lim.sendInline {
+		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes", ErrTooLarge, n, c.lim.sendInline)
+	}
+	return nil
+}
+
+// acquireSlot waits for room in the peer's request window.
+func (c *Conn) acquireSlot(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-c.done:
+		return c.endErr()
+	case <-ctx.Done():
+		return &LimitError{Limit: "MaxPendingCalls", Value: int64(c.lim.window), Err: ctx.Err()}
+	}
+}
+
+func (c *Conn) releaseSlots(n int) {
+	for range n {
+		<-c.slots
+	}
+}
+
+// sendCancel tells the peer we gave up on call id. It never blocks the
+// caller: under back-pressure the cancel is sent from its own goroutine.
+func (c *Conn) sendCancel(id uint64) {
+	h := wire.Header{Type: wire.TypeCancel, ID: id}
+	err := c.tryWrite(&h)
+	if errors.Is(err, sys.EAGAIN) {
+		go func() { _ = c.write(c.baseCtx, &h, nil, nil) }()
+	}
+}
+
+// tryWrite sends a payload-less message without waiting for buffer space.
+func (c *Conn) tryWrite(h *wire.Header) error {
+	var hb [wire.HeaderSize]byte
+	h.Put(hb[:])
+	fd, err := c.sock.Acquire()
+	if err != nil {
+		return c.endErr()
+	}
+	defer c.sock.Release()
+	return sys.Sendmsg(fd, hb[:], nil, nil, sys.MsgDontWait|sys.MsgNoSignal)
+}
+
+// write sends one message, waiting for socket buffer space until ctx ends
+// or the connection does.
+func (c *Conn) write(ctx context.Context, h *wire.Header, payload []byte, fds []int) error {
+	var hb [wire.HeaderSize]byte
+	h.Length = uint32(len(payload))
+	h.NFDs = uint8(len(fds))
+	h.Put(hb[:])
+	fd, err := c.sock.Acquire()
+	if err != nil {
+		return c.endErr()
+	}
+	defer c.sock.Release()
+	for {
+		err := sys.Sendmsg(fd, hb[:], payload, fds, sys.MsgDontWait|sys.MsgNoSignal)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, sys.EAGAIN):
+			if err := c.waitWritable(ctx, fd); err != nil {
+				return err
+			}
+		case errors.Is(err, sys.EINTR):
+		case errors.Is(err, sys.EPIPE), errors.Is(err, sys.ECONNRESET):
+			c.fail(ErrPeerClosed)
+			return c.endErr()
+		default:
+			return fmt.Errorf("alpc: send: %w", err)
+		}
+	}
+}
+
+func (c *Conn) waitWritable(ctx context.Context, fd int) error {
+	select {
+	case c.congested <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.endErr()
+	}
+	defer func() { <-c.congested }()
+	if err := sys.WaitFD(ctx, fd, sys.PollOut); err != nil {
+		return err
+	}
+	select {
+	case <-c.done:
+		return c.endErr()
+	default:
+		return nil
+	}
+}
+
+// readLoop receives every message of the connection. It never blocks on
+// anything but recvmsg: handlers run in their own goroutines.
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	fd, err := c.sock.Acquire()
+	if err != nil {
+		return
+	}
+	defer c.sock.Release()
+	buf := make([]byte, wire.HeaderSize+c.lim.recvInline)
+	oob := make([]byte, sys.OOBSpace(wire.MaxFDs))
+	for {
+		n, oobn, rflags, err := sys.Recvmsg(fd, buf, oob, sys.MsgCmsgCloexec)
+		if err != nil {
+			switch {
+			case errors.Is(err, sys.EINTR):
+				continue
+			case errors.Is(err, sys.EAGAIN):
+				// A socket handed over in non-blocking mode.
+				if werr := sys.WaitFD(context.Background(), fd, sys.PollIn); werr != nil {
+					c.fail(fmt.Errorf("alpc: receive: %w", werr))
+					return
+				}
+				continue
+			case errors.Is(err, sys.ECONNRESET):
+				c.fail(ErrPeerClosed)
+			default:
+				c.fail(fmt.Errorf("alpc: receive: %w", err))
+			}
+			return
+		}
+		fds, ferr := sys.ParseRights(oob[:oobn])
+		if n == 0 && len(fds) == 0 && ferr == nil {
+			c.fail(ErrPeerClosed)
+			return
+		}
+		if err := c.receive(buf[:n], fds, ferr, rflags); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// receive validates and dispatches one datagram. It owns fds: each is
+// closed unless handed on.
+func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
+	owned := fds
+	defer func() { sys.CloseAll(owned) }()
+	switch {
+	case ferr != nil:
+		return protocolErrorf("bad control message: %v", ferr)
+	case rflags&sys.MsgCtrunc != 0:
+		return protocolErrorf("too many file descriptors attached (at most %d)", wire.MaxFDs)
+	case rflags&sys.MsgTrunc != 0:
+		return protocolErrorf("datagram larger than the inline limit of %d bytes", c.lim.recvInline)
+	}
+	h, payload, err := wire.Parse(b)
+	if err != nil {
+		return asProtocolError(err)
+	}
+	if int(h.NFDs) != len(fds) {
+		return protocolErrorf("%v message declares %d fds but carries %d", h.Type, h.NFDs, len(fds))
+	}
+	switch h.Type {
+	case wire.TypeReply, wire.TypeError:
+		return c.receiveReply(&h, payload)
+	case wire.TypeRequest:
+		return c.receiveRequest(&h, payload)
+	case wire.TypeCancel:
+		c.mu.Lock()
+		req := c.serving[h.ID]
+		c.mu.Unlock()
+		if req != nil {
+			req.cancel()
+		}
+		return nil
+	case wire.TypeCredit:
+		c.mu.Lock()
+		if int(h.Aux32) > c.oneWayOut {
+			c.mu.Unlock()
+			return protocolErrorf("credit of %d exceeds the %d one-way messages outstanding", h.Aux32, c.oneWayOut)
+		}
+		c.oneWayOut -= int(h.Aux32)
+		c.mu.Unlock()
+		c.releaseSlots(int(h.Aux32))
+		return nil
+	}
+	return protocolErrorf("unexpected %v message on an established connection", h.Type)
+}
+
+func (c *Conn) receiveReply(h *wire.Header, payload []byte) error {
+	if h.Flags&wire.FlagSection != 0 {
+		return protocolErrorf("section reply without sections enabled")
+	}
+	c.mu.Lock()
+	cl, ok := c.calls[h.ID]
+	if !ok {
+		c.mu.Unlock()
+		return protocolErrorf("%v for unknown call %d", h.Type, h.ID)
+	}
+	delete(c.calls, h.ID)
+	c.mu.Unlock()
+	c.releaseSlots(1)
+	if cl.abandoned {
+		cl.abandoned = false
+		callPool.Put(cl)
+		return nil
+	}
+	var r callResult
+	if h.Type == wire.TypeError {
+		r.err = &RemoteError{Code: Code(h.Aux32), Message: string(payload)}
+	} else {
+		r.payload = append([]byte(nil), payload...)
+	}
+	cl.ch <- r
+	return nil
+}
+
+func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
+	if h.Flags&wire.FlagSection != 0 {
+		return protocolErrorf("section request without sections enabled")
+	}
+	oneWay := h.Flags&wire.FlagOneWay != 0
+	req := &Request{conn: c, id: h.ID, oneWay: oneWay, timeout: time.Duration(min(h.Aux64, 1<<62))}
+	if h.Aux64 != 0 {
+		req.ctx, req.cancel = context.WithTimeout(c.baseCtx, req.timeout)
+	} else {
+		req.ctx, req.cancel = context.WithCancel(c.baseCtx)
+	}
+	req.payload = append([]byte(nil), payload...)
+
+	c.mu.Lock()
+	if c.inflight >= c.lim.window {
+		c.mu.Unlock()
+		req.cancel()
+		return protocolErrorf("peer exceeded MaxPendingCalls (%d requests in flight)", c.lim.window)
+	}
+	if oneWay {
+		c.oneWayActive++
+	} else {
+		if _, dup := c.serving[h.ID]; dup {
+			c.mu.Unlock()
+			req.cancel()
+			return protocolErrorf("duplicate request id %d", h.ID)
+		}
+		c.serving[h.ID] = req
+	}
+	c.inflight++
+	if c.running < c.cfg.MaxConcurrentHandlers {
+		c.running++
+		c.mu.Unlock()
+		go c.serve(req)
+		return nil
+	}
+	c.queue = append(c.queue, req)
+	c.mu.Unlock()
+	return nil
+}
+
+// serve runs req's handler, answers it, then keeps serving queued requests.
+func (c *Conn) serve(req *Request) {
+	for req != nil {
+		resp, herr := c.invoke(req)
+		req.cancel()
+
+		var credit uint32
+		c.mu.Lock()
+		// Finish the request's accounting before answering: the peer may
+		// send its next request as soon as it reads the answer.
+		c.inflight--
+		if req.oneWay {
+			c.oneWayActive--
+			c.credits++
+			if c.oneWayActive == 0 || c.credits >= uint32(max(1, c.lim.window/8)) {
+				credit, c.credits = c.credits, 0
+			}
+		} else {
+			delete(c.serving, req.id)
+		}
+		var next *Request
+		if len(c.queue) > 0 {
+			next = c.queue[0]
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+		} else {
+			c.running--
+		}
+		c.mu.Unlock()
+
+		if req.oneWay {
+			if credit > 0 {
+				h := wire.Header{Type: wire.TypeCredit, Aux32: credit}
+				_ = c.write(c.baseCtx, &h, nil, nil)
+			}
+		} else {
+			c.answer(req, resp, herr)
+		}
+		req = next
+	}
+}
+
+func (c *Conn) invoke(req *Request) (resp []byte, err error) {
+	if c.handler == nil {
+		return nil, Errorf(CodeUnimplemented, "no handler on this side of the connection")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("handler panicked", "panic", p)
+			resp, err = nil, Errorf(CodeInternal, "handler panicked: %v", p)
+		}
+	}()
+	return c.handler.ServeALPC(req.ctx, req)
+}
+
+func (c *Conn) answer(req *Request, resp []byte, herr error) {
+	if herr == nil {
+		if err := c.checkSize(len(resp)); err != nil {
+			herr = Errorf(CodeResourceExhausted, "reply not sent: %v", err)
+		}
+	}
+	if herr != nil {
+		code, msg := errorToWire(herr)
+		if len(msg) > c.lim.sendInline {
+			msg = msg[:c.lim.sendInline]
+		}
+		h := wire.Header{Type: wire.TypeError, ID: req.id, Aux32: uint32(code)}
+		_ = c.write(c.baseCtx, &h, []byte(msg), nil)
+		return
+	}
+	h := wire.Header{Type: wire.TypeReply, ID: req.id}
+	_ = c.write(c.baseCtx, &h, resp, nil)
+}
+
+// SocketPair returns a connected pair of kalpc-capable sockets, for a
+// broker that creates a channel and hands each end to a different process
+// (see FileConn). The caller owns both files.
+func SocketPair() (*os.File, *os.File, error) {
+	a, b, err := sys.SeqpacketPair()
+	if err != nil {
+		return nil, nil, fmt.Errorf("alpc: %w", err)
+	}
+	return os.NewFile(uintptr(a), "alpc-channel"), os.NewFile(uintptr(b), "alpc-channel"), nil
+}

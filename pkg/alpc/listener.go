@@ -1,0 +1,390 @@
+package alpc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
+	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
+)
+
+// maxSocketPath is sizeof(sockaddr_un.sun_path).
+const maxSocketPath = 108
+
+func checkSocketPath(path string) error {
+	if path == "" {
+		return errors.New("empty socket path")
+	}
+	if len(path) >= maxSocketPath {
+		return fmt.Errorf("socket path of %d bytes is too long (at most %d)", len(path), maxSocketPath-1)
+	}
+	return nil
+}
+
+// Listener is a published connection port: an AF_UNIX SOCK_SEQPACKET socket
+// at a path. Clients connect with Dial; the server takes their connection
+// requests with Accept and accepts or rejects each.
+//
+// Listen guards the path with a lock file (path + ".lock") held for the
+// Listener's lifetime, so a stale socket left by a dead process is replaced
+// safely while a live one is never stolen.
+type Listener struct {
+	path     string
+	lockPath string
+	cfg      Config
+	lock     *os.File
+	sock     *sys.Socket
+	wakefd   int
+	log      *slog.Logger
+
+	// slots bounds connection requests in progress: being handshaken,
+	// queued for Accept, or returned by Accept and not yet answered.
+	slots chan struct{}
+	reqs  chan *ConnRequest
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// Listen publishes a connection port at path. It fails with ErrPortInUse
+// if a live Listener already holds it. A leftover socket at path (from a
+// process that died) is removed; any other kind of file there is an error,
+// never deleted. The socket is created with cfg.SocketMode atomically (bound
+// under a temporary name, chmod-ed, then renamed into place).
+func Listen(path string, cfg *Config) (*Listener, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSocketPath(path); err != nil {
+		return nil, fmt.Errorf("alpc: listen %s: %w", path, err)
+	}
+	l := &Listener{
+		path:     path,
+		lockPath: path + ".lock",
+		cfg:      c,
+		wakefd:   -1,
+		log:      slog.Default().With("component", "alpc", "port", path),
+		slots:    make(chan struct{}, c.MaxPendingConnections),
+		reqs:     make(chan *ConnRequest, c.MaxPendingConnections),
+		done:     make(chan struct{}),
+	}
+	if err := l.open(); err != nil {
+		l.release()
+		return nil, fmt.Errorf("alpc: listen %s: %w", path, err)
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+func (l *Listener) open() error {
+	if err := l.takeLock(); err != nil {
+		return err
+	}
+	exists, isSock, err := sys.IsSocketFile(l.path)
+	if err != nil {
+		return err
+	}
+	if exists {
+		if !isSock {
+			return fmt.Errorf("%s exists and is not a socket; refusing to replace it", l.path)
+		}
+		// We hold the lock, so no live Listener owns this socket.
+		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing stale socket: %w", err)
+		}
+	}
+	fd, err := sys.SeqpacketSocket(true)
+	if err != nil {
+		return err
+	}
+	l.sock = sys.NewSocket(fd)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(l.path), "."+hex.EncodeToString(rnd[:])+".tmp")
+	if err := checkSocketPath(tmp); err != nil {
+		return err
+	}
+	if err := sys.Bind(fd, tmp); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, l.cfg.SocketMode); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := sys.Listen(fd, 4096); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, l.path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if l.wakefd, err = sys.Eventfd(); err != nil {
+		_ = os.Remove(l.path)
+		return err
+	}
+	return nil
+}
+
+// takeLock opens and flocks the lock file, retrying if it was replaced
+// between open and flock (a Listener closing concurrently unlinks it).
+func (l *Listener) takeLock() error {
+	for range 10 {
+		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("opening lock file: %w", err)
+		}
+		raw, err := f.SyscallConn()
+		if err != nil {
+			_ = f.Close()
+			return err
+		}
+		var lockErr, sameErr error
+		same := false
+		_ = raw.Control(func(fd uintptr) {
+			if lockErr = sys.Flock(int(fd)); lockErr == nil {
+				same, sameErr = sys.SameFile(int(fd), l.lockPath)
+			}
+		})
+		switch {
+		case errors.Is(lockErr, sys.EWOULDBLOCK):
+			_ = f.Close()
+			return ErrPortInUse
+		case lockErr != nil:
+			_ = f.Close()
+			return lockErr
+		case sameErr != nil:
+			_ = f.Close()
+			return sameErr
+		case !same:
+			_ = f.Close()
+			continue
+		}
+		l.lock = f
+		return nil
+	}
+	return errors.New("lock file keeps being replaced")
+}
+
+// release frees what open acquired. The socket path is removed before the
+// lock file, while the lock is still held, so the next Listener never sees a
+// half-removed port.
+func (l *Listener) release() {
+	if l.sock != nil {
+		if l.lock != nil {
+			_ = os.Remove(l.path)
+		}
+		_ = l.sock.Close()
+	}
+	if l.wakefd >= 0 {
+		_ = sys.Close(l.wakefd)
+		l.wakefd = -1
+	}
+	if l.lock != nil {
+		_ = os.Remove(l.lockPath)
+		_ = l.lock.Close()
+		l.lock = nil
+	}
+}
+
+// Path returns the port's socket path.
+func (l *Listener) Path() string { return l.path }
+
+// Close unpublishes the port: no new clients can connect, queued
+// connection requests are rejected, and Accept returns ErrClosed.
+// Connections already accepted are not affected. Close waits for the
+// Listener's goroutines and returns nil; later calls return ErrClosed.
+func (l *Listener) Close() error {
+	err := ErrClosed
+	l.closeOnce.Do(func() {
+		err = nil
+		close(l.done)
+		l.cancel()
+		sys.EventfdSignal(l.wakefd)
+		l.wg.Wait()
+		for {
+			select {
+			case r := <-l.reqs:
+				_ = r.Reject("connection port closed")
+				continue
+			default:
+			}
+			break
+		}
+		l.release()
+	})
+	return err
+}
+
+// Accept waits for the next connection request. The caller must answer it
+// with Accept or Reject: until then it holds one of the
+// MaxPendingConnections slots.
+func (l *Listener) Accept(ctx context.Context) (*ConnRequest, error) {
+	select {
+	case r := <-l.reqs:
+		return r, nil
+	case <-l.done:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	lfd, err := l.sock.Acquire()
+	if err != nil {
+		return
+	}
+	defer l.sock.Release()
+	backoff := 5 * time.Millisecond
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return
+		}
+		woken, err := sys.PollWake(lfd, sys.PollIn, l.wakefd)
+		if woken || err != nil {
+			<-l.slots
+			return
+		}
+		nfd, err := sys.Accept4(lfd)
+		if err != nil {
+			<-l.slots
+			if sys.IsTemporaryAcceptError(err) {
+				if !errors.Is(err, sys.EAGAIN) {
+					l.log.Warn("accept failed; retrying", "error", err, "backoff", backoff)
+					select {
+					case <-time.After(backoff):
+					case <-l.done:
+						return
+					}
+					backoff = min(2*backoff, time.Second)
+				}
+				continue
+			}
+			l.log.Error("accept failed; port stops accepting", "error", err)
+			return
+		}
+		backoff = 5 * time.Millisecond
+		l.wg.Add(1)
+		go l.handshake(nfd)
+	}
+}
+
+// handshake reads a new client's connection message and queues its request.
+func (l *Listener) handshake(fd int) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
+	defer cancel()
+	req, err := l.readRequest(ctx, fd)
+	if err != nil {
+		l.log.Debug("connection handshake failed", "error", err)
+		_ = sys.Close(fd)
+		<-l.slots
+		return
+	}
+	l.reqs <- req // never blocks: slots bound the queue
+}
+
+func (l *Listener) readRequest(ctx context.Context, fd int) (*ConnRequest, error) {
+	h, payload, err := readHandshake(ctx, fd)
+	if err != nil {
+		return nil, err
+	}
+	if h.Type != wire.TypeConnect {
+		return nil, protocolErrorf("client opened with a %v message", h.Type)
+	}
+	peer, msg, err := parseHandshake(payload)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := sys.PeerCred(fd)
+	if err != nil {
+		return nil, err
+	}
+	return &ConnRequest{l: l, fd: fd, peer: peer, Message: msg, Credentials: Credentials(cred)}, nil
+}
+
+// ConnRequest is a client's request to connect to a port.
+type ConnRequest struct {
+	// Message is the client's connection message.
+	Message []byte
+	// Credentials are the client process's kernel-reported credentials.
+	Credentials Credentials
+
+	l    *Listener
+	mu   sync.Mutex
+	fd   int // -1 once answered
+	peer wire.Params
+}
+
+// Accept accepts the request, sending reply (at most MaxConnectionMessage
+// bytes) to the client, and returns the server's end of the new connection,
+// which serves requests with the Listener's Config.Handler.
+func (r *ConnRequest) Accept(reply []byte) (*Conn, error) {
+	if err := checkHandshakeMessage("accept message", reply); err != nil {
+		return nil, err
+	}
+	fd, err := r.take()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.HandshakeTimeout)
+	defer cancel()
+	params := r.l.cfg.params()
+	if err := writeHandshake(ctx, fd, wire.TypeAccept, &params, reply); err != nil {
+		_ = sys.Close(fd)
+		return nil, fmt.Errorf("alpc: accept: %w", err)
+	}
+	return newConn(fd, &r.l.cfg, r.peer), nil
+}
+
+// Reject refuses the request; the client's Dial fails with a *RejectError
+// carrying reason (truncated to MaxConnectionMessage bytes).
+func (r *ConnRequest) Reject(reason string) error {
+	fd, err := r.take()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = sys.Close(fd) }()
+	if len(reason) > MaxConnectionMessage {
+		reason = reason[:MaxConnectionMessage]
+	}
+	// Best effort and non-blocking: a client that stopped reading is not
+	// worth waiting for.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := writeHandshake(ctx, fd, wire.TypeReject, nil, []byte(reason)); err != nil {
+		return fmt.Errorf("alpc: reject: %w", err)
+	}
+	return nil
+}
+
+// take transfers ownership of the request's socket to the caller, once.
+func (r *ConnRequest) take() (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fd < 0 {
+		return -1, errors.New("alpc: connection request already answered")
+	}
+	fd := r.fd
+	r.fd = -1
+	<-r.l.slots
+	return fd, nil
+}
