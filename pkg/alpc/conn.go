@@ -68,12 +68,17 @@ type Conn struct {
 	// serving are the peer's calls being handled or queued, by id, so a
 	// cancel can reach them.
 	serving map[uint64]*Request
-	running int
-	queue   []*Request
-	// oneWayActive counts the peer's one-way requests queued or running;
-	// credits those finished but not yet credited.
-	oneWayActive int
-	credits      uint32
+	// running counts call handlers running; callQueue holds calls waiting
+	// for one of the MaxConcurrentHandlers.
+	running   int
+	callQueue fifo
+	// One-way requests are handled one at a time, in order, by a single
+	// worker (a message queue), apart from calls. oneWayActive counts those
+	// queued or running; credits those finished but not yet credited.
+	oneWayQueue   fifo
+	oneWayRunning bool
+	oneWayActive  int
+	credits       uint32
 	err          error // why the Conn ended; set once
 
 	done       chan struct{}
@@ -168,7 +173,8 @@ func (c *Conn) fail(err error) {
 	c.err = err
 	calls := c.calls
 	c.calls = nil
-	c.queue = nil
+	c.callQueue = fifo{}
+	c.oneWayQueue = fifo{}
 	c.mu.Unlock()
 
 	_ = c.sock.Close()
@@ -270,8 +276,10 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 
 // Send delivers payload to the peer's handler without waiting for it to be
 // handled (a one-way message). It returns once the message is queued in the
-// socket. The peer returns the request's slot when its handler is done, so
-// a fast sender is paced by a slow receiver.
+// socket. The peer handles one-way messages one at a time, in the order they
+// were sent (a message queue, apart from calls, which run concurrently). It
+// returns each message's slot when its handler is done, so a fast sender is
+// paced by a slow receiver.
 func (c *Conn) Send(ctx context.Context, payload []byte) error {
 	if err := c.checkSize(len(payload)); err != nil {
 		return err
@@ -542,8 +550,14 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 		req.cancel()
 		return protocolErrorf("peer exceeded MaxPendingCalls (%d requests in flight)", c.lim.window)
 	}
+	start := false
 	if oneWay {
 		c.oneWayActive++
+		if !c.oneWayRunning {
+			c.oneWayRunning, start = true, true
+		} else {
+			c.oneWayQueue.push(req)
+		}
 	} else {
 		if _, dup := c.serving[h.ID]; dup {
 			c.mu.Unlock()
@@ -551,20 +565,23 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 			return protocolErrorf("duplicate request id %d", h.ID)
 		}
 		c.serving[h.ID] = req
+		if c.running < c.cfg.MaxConcurrentHandlers {
+			c.running++
+			start = true
+		} else {
+			c.callQueue.push(req)
+		}
 	}
 	c.inflight++
-	if c.running < c.cfg.MaxConcurrentHandlers {
-		c.running++
-		c.mu.Unlock()
-		go c.serve(req)
-		return nil
-	}
-	c.queue = append(c.queue, req)
 	c.mu.Unlock()
+	if start {
+		go c.serve(req)
+	}
 	return nil
 }
 
-// serve runs req's handler, answers it, then keeps serving queued requests.
+// serve runs req's handler, answers it, then keeps serving queued requests
+// of the same kind (calls or one-way messages).
 func (c *Conn) serve(req *Request) {
 	for req != nil {
 		resp, herr := c.invoke(req)
@@ -585,11 +602,11 @@ func (c *Conn) serve(req *Request) {
 			delete(c.serving, req.id)
 		}
 		var next *Request
-		if len(c.queue) > 0 {
-			next = c.queue[0]
-			c.queue[0] = nil
-			c.queue = c.queue[1:]
-		} else {
+		if req.oneWay {
+			if next = c.oneWayQueue.pop(); next == nil {
+				c.oneWayRunning = false
+			}
+		} else if next = c.callQueue.pop(); next == nil {
 			c.running--
 		}
 		c.mu.Unlock()
@@ -647,4 +664,25 @@ func SocketPair() (*os.File, *os.File, error) {
 		return nil, nil, fmt.Errorf("alpc: %w", err)
 	}
 	return os.NewFile(uintptr(a), "alpc-channel"), os.NewFile(uintptr(b), "alpc-channel"), nil
+}
+
+// fifo is a queue of requests.
+type fifo struct {
+	items []*Request
+	head  int
+}
+
+func (q *fifo) push(r *Request) { q.items = append(q.items, r) }
+
+func (q *fifo) pop() *Request {
+	if q.head == len(q.items) {
+		return nil
+	}
+	r := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return r
 }

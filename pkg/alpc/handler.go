@@ -5,8 +5,10 @@ import (
 	"time"
 )
 
-// Handler serves requests a connection's peer sends. ServeALPC runs in its
-// own goroutine; it may itself Call the peer (a callback) on req.Conn(), and
+// Handler serves requests a connection's peer sends. Calls run concurrently
+// (up to Config.MaxConcurrentHandlers), each in its own goroutine; one-way
+// messages run one at a time, in the order they were sent. A handler may
+// itself Call the peer (a callback) on req.Conn(), and
 // the connection keeps serving while it waits. ctx is cancelled when the
 // caller cancels, when the caller's deadline passes, or when the connection
 // ends. The returned bytes are the reply; a returned error reaches the
