@@ -79,7 +79,7 @@ type Conn struct {
 	oneWayRunning bool
 	oneWayActive  int
 	credits       uint32
-	err          error // why the Conn ended; set once
+	err           error // why the Conn ended; set once
 
 	done       chan struct{}
 	readerDone chan struct{}
