@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -453,6 +454,11 @@ func (c *Conn) readLoop() {
 			c.fail(err)
 			return
 		}
+		// Let the goroutine we just made runnable (a caller or a handler)
+		// run on this P before we block in recvmsg again: a blocked
+		// system call keeps its P, and the woken goroutine would otherwise
+		// wait for another thread to steal it.
+		runtime.Gosched()
 	}
 }
 
