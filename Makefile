@@ -26,7 +26,7 @@ build: ## Build every package and command.
 
 .PHONY: demo
 demo: ## Run kalpc's demo: a server and a client process talking through a kalpc port.
-	$(GO) run ./examples/echo/demo
+	$(GO) run ./examples/echo demo
 
 .PHONY: test
 test: envtest ## Run all tests with -race (uses real processes, sockets, memfds and API server), then fuzz briefly.
