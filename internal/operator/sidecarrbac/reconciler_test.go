@@ -61,7 +61,10 @@ func TestProvisionsAndCleansUp(t *testing.T) {
 	g.Expect(sidecar.Get(ctx, client.ObjectKeyFromObject(plain), &corev1.Pod{})).To(Succeed())
 	g.Expect(sidecar.Get(ctx, client.ObjectKey{Name: other}, &corev1.Namespace{})).To(Succeed())
 	// ... and what it does not.
-	forbidden := func(err error) { t.Helper(); g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err) }
+	forbidden := func(err error) {
+		t.Helper()
+		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
+	}
 	forbidden(sidecar.List(ctx, &corev1.PodList{}, client.InNamespace(ns)))
 	forbidden(sidecar.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)))
 	forbidden(sidecar.Create(ctx, &kalpcv1alpha1.ConnectionPort{
