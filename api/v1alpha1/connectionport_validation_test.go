@@ -172,7 +172,9 @@ func TestValidation(t *testing.T) {
 				p.Spec.MessagePolicy.MaxSectionBytesPerConnection = ptr.To[int64](32 << 30)
 			}},
 		{name: "negative section bytes", wantErr: "should be greater than or equal to 0",
-			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.MessagePolicy.MaxSectionBytesPerConnection = ptr.To[int64](-1) }},
+			mutate: func(p *kalpcv1alpha1.ConnectionPort) {
+				p.Spec.MessagePolicy.MaxSectionBytesPerConnection = ptr.To[int64](-1)
+			}},
 		{name: "zero pending messages after defaulting is impossible, negative is rejected", wantErr: "spec.messagePolicy.maxPendingMessages",
 			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.MessagePolicy.MaxPendingMessages = -1 }},
 		{name: "too many connections", wantErr: "spec.messagePolicy.maxConnections",
