@@ -52,7 +52,8 @@ type Conn struct {
 	// acceptMsg is the server's reply to the connection message (client side).
 	acceptMsg []byte
 
-	nextID atomic.Uint64
+	nextID    atomic.Uint64
+	nextGrant atomic.Uint64
 	// slots holds one token per request in flight to the peer.
 	slots chan struct{}
 	// congested serialises the slow (socket buffer full) write path so
@@ -84,7 +85,9 @@ type Conn struct {
 	oneWayRunning bool
 	oneWayActive  int
 	credits       uint32
-	err           error // why the Conn ended; set once
+	// regions the peer granted us, by grant id.
+	regions map[uint64]*RemoteRegion
+	err     error // why the Conn ended; set once
 
 	done       chan struct{}
 	readerDone chan struct{}
@@ -133,6 +136,7 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		congested:  make(chan struct{}, 1),
 		calls:      make(map[uint64]*call),
 		serving:    make(map[uint64]*Request),
+		regions:    make(map[uint64]*RemoteRegion),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		baseCtx:    ctx,
@@ -207,6 +211,7 @@ func (c *Conn) fail(err error) {
 	// been told.
 	c.closeOut()
 	c.closeIn()
+	c.closeRegions()
 }
 
 func (c *Conn) endErr() error {
@@ -580,6 +585,11 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 		return c.addSection(&h, fds[0])
 	case wire.TypeRelease:
 		return c.receiveRelease(payload)
+	case wire.TypeGrant:
+		return c.receiveGrant(&h, fds[0])
+	case wire.TypeRevoke:
+		c.receiveRevoke(h.ID)
+		return nil
 	case wire.TypeCredit:
 		c.mu.Lock()
 		if int(h.Aux32) > c.oneWayOut {

@@ -38,6 +38,8 @@ func runHelper(name, arg string) int {
 	switch name {
 	case "server":
 		err = helperServer(arg, nil)
+	case "server-direct":
+		err = helperServer(arg, &Config{AllowDirectAccess: true})
 	case "server-big-window":
 		err = helperServer(arg, &Config{MaxPendingCalls: 10000, MaxConcurrentHandlers: 10000})
 	case "fileconn":
@@ -311,6 +313,27 @@ func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
 	case bytes.HasPrefix(b, []byte("gen:")):
 		n, _ := strconv.Atoi(string(b[4:]))
 		return pattern(n), true, nil
+	case bytes.HasPrefix(b, []byte("region-sha:")):
+		id, _ := strconv.ParseUint(string(b[11:]), 10, 64)
+		rr, err := req.Conn().Region(id)
+		if err != nil {
+			return nil, true, err
+		}
+		buf := make([]byte, rr.Len())
+		if _, err := rr.ReadAt(buf, 0); err != nil {
+			return nil, true, err
+		}
+		sum := sha256.Sum256(buf)
+		return sum[:], true, nil
+	case bytes.HasPrefix(b, []byte("region-write:")):
+		idText, text, _ := bytes.Cut(b[13:], []byte(":"))
+		id, _ := strconv.ParseUint(string(idText), 10, 64)
+		rr, err := req.Conn().Region(id)
+		if err != nil {
+			return nil, true, err
+		}
+		_, err = rr.WriteAt(text, 0)
+		return nil, true, err
 	case bytes.HasPrefix(b, []byte("cb-sha:")):
 		n, _ := strconv.Atoi(string(b[7:]))
 		data := append([]byte("sha:"), pattern(n)...)
