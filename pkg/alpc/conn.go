@@ -585,6 +585,8 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 		return c.addSection(&h, fds[0])
 	case wire.TypeRelease:
 		return c.receiveRelease(payload)
+	case wire.TypeDrop:
+		return c.receiveDrop(h.ID)
 	case wire.TypeGrant:
 		return c.receiveGrant(&h, fds[0])
 	case wire.TypeRevoke:

@@ -161,6 +161,12 @@ func helperServer(path string, cfg *Config) error {
 			return err
 		}
 		conns = append(conns, c)
+		go func() {
+			<-c.Done()
+			if err := c.Err(); !errors.Is(err, ErrPeerClosed) && !errors.Is(err, ErrClosed) {
+				fmt.Fprintln(os.Stderr, "helper server: connection ended:", err)
+			}
+		}()
 	}
 }
 
@@ -310,6 +316,13 @@ func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
 	case bytes.HasPrefix(b, []byte("sha:")):
 		sum := sha256.Sum256(b[4:])
 		return sum[:], true, nil
+	case bytes.HasPrefix(b, []byte("len:")):
+		// Zero-copy receive: the payload is only looked at in place.
+		return binary.LittleEndian.AppendUint64(nil, uint64(len(b))), true, nil
+	case bytes.HasPrefix(b, []byte("copy:")):
+		// Default receive: a private copy of the payload.
+		out := append([]byte(nil), b...)
+		return binary.LittleEndian.AppendUint64(nil, uint64(len(out))), true, nil
 	case bytes.HasPrefix(b, []byte("gen:")):
 		n, _ := strconv.Atoi(string(b[4:]))
 		return pattern(n), true, nil
