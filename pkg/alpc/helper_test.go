@@ -390,16 +390,28 @@ func pattern(n int) []byte {
 	return b
 }
 
-// helperBlaster dials path and calls sha: with 64 MiB payloads until killed.
+// helperBlaster dials path and calls sha: with 64 MiB payloads until
+// killed. It writes them straight into loans, so that little else than the
+// section is mapped: a killed process's memory is freed before the kernel
+// closes its sockets, and the test measures how fast the peer notices.
 func helperBlaster(path string) error {
 	c, err := Dial(context.Background(), path, nil, nil)
 	if err != nil {
 		return err
 	}
 	fmt.Println("READY")
-	payload := append([]byte("sha:"), pattern(64<<20)...)
+	block := pattern(1 << 20)
 	for {
-		if _, err := c.Call(context.Background(), payload); err != nil {
+		l, err := c.Loan(context.Background(), 4+64<<20)
+		if err != nil {
+			return err
+		}
+		b := l.Bytes()
+		for off := 4; off < len(b); off += len(block) {
+			copy(b[off:], block)
+		}
+		copy(b, "sha:")
+		if _, err := c.CallLoan(context.Background(), l); err != nil {
 			return err
 		}
 	}
