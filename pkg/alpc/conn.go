@@ -33,6 +33,10 @@ type Limits struct {
 	MaxMessageSize int64
 	// MaxPendingCalls is the most requests in flight per direction.
 	MaxPendingCalls int
+	// MaxSectionBytes is the shared memory this side may lend its peer.
+	MaxSectionBytes int64
+	// DirectAccess reports whether both sides allow direct-access grants.
+	DirectAccess bool
 }
 
 // Conn is one end of a private, bidirectional kalpc channel. Both ends are
@@ -157,7 +161,13 @@ func (c *Conn) AcceptMessage() []byte { return c.acceptMsg }
 
 // Limits returns the connection's negotiated limits.
 func (c *Conn) Limits() Limits {
-	return Limits{InlineLimit: c.lim.sendInline, MaxMessageSize: c.lim.maxMessage, MaxPendingCalls: c.lim.window}
+	return Limits{
+		InlineLimit:     c.lim.sendInline,
+		MaxMessageSize:  c.lim.maxMessage,
+		MaxPendingCalls: c.lim.window,
+		MaxSectionBytes: c.lim.sendSections,
+		DirectAccess:    c.lim.directAccess,
+	}
 }
 
 // Done is closed when the connection has ended; Err then says why.

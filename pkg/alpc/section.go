@@ -210,7 +210,9 @@ func (c *Conn) dropSections(ctx context.Context, secs []*outSection) error {
 		}
 		_ = sys.Munmap(s.mem)
 		c.out.mu.Lock()
-		c.out.total -= s.size
+		if !c.out.closed { // closeOut already zeroed the total
+			c.out.total -= s.size
+		}
 		c.out.mu.Unlock()
 	}
 	c.out.broadcast()
