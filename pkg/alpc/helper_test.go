@@ -2,6 +2,7 @@ package alpc
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -46,6 +47,8 @@ func runHelper(name, arg string) int {
 		err = helperFileConn()
 	case "blaster":
 		err = helperBlaster(arg)
+	case "chaos-client":
+		err = helperChaosClient(arg)
 	case "raw-echo":
 		err = helperRawEcho(arg)
 	default:
@@ -412,6 +415,50 @@ func helperBlaster(path string) error {
 		}
 		copy(b, "sha:")
 		if _, err := c.CallLoan(context.Background(), l); err != nil {
+			return err
+		}
+	}
+}
+
+// helperChaosClient dials path and runs a random mix of calls, one-way
+// messages, section transfers and loans on several goroutines until killed.
+func helperChaosClient(path string) error {
+	c, err := Dial(context.Background(), path, []byte("chaos"), &Config{Handler: testHandler(nil)})
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY")
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() { errs <- chaosOps(context.Background(), c, int64(w)) }()
+	}
+	return <-errs
+}
+
+// chaosOps runs random operations on c until one fails.
+func chaosOps(ctx context.Context, c *Conn, seed int64) error {
+	rng := rand.New(rand.NewPCG(uint64(seed), uint64(os.Getpid())))
+	for {
+		var err error
+		switch rng.IntN(6) {
+		case 0:
+			_, err = c.Call(ctx, []byte("echo:x"))
+		case 1:
+			_, err = c.Call(ctx, append([]byte("sha:"), make([]byte, rng.IntN(8<<20))...))
+		case 2:
+			_, err = c.Call(ctx, fmt.Appendf(nil, "gen:%d", rng.IntN(4<<20)))
+		case 3:
+			var l *Loan
+			if l, err = c.Loan(ctx, 4+rng.IntN(4<<20)); err == nil {
+				copy(l.Bytes(), "len:")
+				_, err = c.CallLoan(ctx, l)
+			}
+		case 4:
+			err = c.Send(ctx, append([]byte("sha:"), make([]byte, rng.IntN(1<<20))...))
+		case 5:
+			_, err = c.Call(ctx, []byte("chain:3"))
+		}
+		if err != nil {
 			return err
 		}
 	}
