@@ -2,13 +2,13 @@ package alpc
 
 import (
 	"bufio"
-	"math/rand/v2"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
