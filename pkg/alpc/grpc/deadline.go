@@ -37,7 +37,9 @@ func (d *deadline) set(t time.Time) {
 		d.timer = nil
 	}
 	if fired || d.ctx.Err() != nil {
-		d.cancel(nil)
+		// The old context is left to its timer, which ends it with
+		// os.ErrDeadlineExceeded: operations still holding it must see a
+		// timeout, never a cancellation.
 		d.ctx, d.cancel = context.WithCancelCause(d.parent)
 	}
 	if t.IsZero() {
