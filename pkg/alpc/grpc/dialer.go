@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 
 	"google.golang.org/grpc"
 
@@ -67,5 +66,5 @@ func (d *Dialer) DialOption() grpc.DialOption {
 // isNoPort reports whether a dial failed because nothing listens at the
 // path.
 func isNoPort(err error) bool {
-	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+	return errors.Is(err, alpc.ErrNoPort)
 }

@@ -180,12 +180,10 @@ func sendFragmented(ctx context.Context, conn *alpc.Conn, id uint64, frame []byt
 }
 
 // largeMessages says whether kalpc carries messages larger than the inline
-// limit (in shared-memory sections). Until it does, large messages are
-// fragmented.
-//
-// TODO(sections): set once pkg/alpc carries large payloads; sendFragmented
-// falls back to fragments on alpc.ErrTooLarge either way.
-var largeMessages = false
+// limit (in shared-memory sections, which every kalpc peer takes). When it
+// does, messages travel whole; sendFragmented still falls back to fragments
+// if a peer refuses a large message with alpc.ErrTooLarge.
+const largeMessages = true
 
 // toStatus converts an error from the kalpc layer to a gRPC status error.
 func toStatus(err error) error {
