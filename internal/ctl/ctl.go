@@ -41,7 +41,8 @@ const (
 	// port's message policy.
 	TypePublished Type = 2
 	// TypeConnect (app → sidecar) asks to connect to port Namespace/Name
-	// with connection message Payload.
+	// with connection message Payload. An empty Namespace means the pod's
+	// own namespace.
 	TypeConnect Type = 3
 	// TypeIncoming (sidecar → server app) delivers connection request ID
 	// from the verified client Peer, with its connection message Payload.
@@ -208,7 +209,7 @@ func Encode(m *Message) ([]byte, error) {
 	case TypePublished:
 		e.policy(&m.Policy)
 	case TypeConnect:
-		e.name(m.Namespace)
+		e.optName(m.Namespace)
 		e.name(m.Name)
 		e.bytes(m.Payload, MaxUserMessage)
 	case TypeIncoming:
@@ -287,7 +288,7 @@ func Decode(b []byte) (*Message, error) {
 	case TypePublished:
 		d.policy(&m.Policy)
 	case TypeConnect:
-		m.Namespace = d.name("namespace")
+		m.Namespace = d.optName("namespace")
 		m.Name = d.name("name")
 		m.Payload = d.bytes("message", MaxUserMessage)
 	case TypeIncoming:
@@ -366,6 +367,14 @@ func (e *encoder) name(v string) {
 		e.err = err
 	}
 	e.str(v, MaxName)
+}
+
+func (e *encoder) optName(v string) {
+	if v == "" {
+		e.u32(0)
+		return
+	}
+	e.name(v)
 }
 
 func (e *encoder) code(c Code) {
@@ -478,6 +487,17 @@ func (d *decoder) str(what string, max int) string {
 func (d *decoder) name(what string) string {
 	v := d.str(what, MaxName)
 	if d.err == nil {
+		if err := checkName(v); err != nil {
+			d.err = errorf("%s: %v", what, err)
+		}
+	}
+	return v
+}
+
+// optName reads a name that may be empty.
+func (d *decoder) optName(what string) string {
+	v := d.str(what, MaxName)
+	if d.err == nil && v != "" {
 		if err := checkName(v); err != nil {
 			d.err = errorf("%s: %v", what, err)
 		}
