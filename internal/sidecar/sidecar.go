@@ -78,9 +78,10 @@ type Sidecar struct {
 	podIno   uint64
 	identity *nodedir.Listener
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+	stopping chan struct{} // closed when shutdown starts
+	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	pubs  map[string]*publication // by port name
@@ -124,6 +125,8 @@ func New(opts Options) (*Sidecar, error) {
 		pubs:    make(map[string]*publication),
 		apps:    make(map[*net.UnixConn]struct{}),
 		rr:      make(map[string]uint64),
+
+		stopping: make(chan struct{}),
 	}
 	s.verifier = &identity.Verifier{Reviews: opts.TokenReviews, NodeName: opts.Pod.NodeName}
 	s.engine = &policy.Engine{Reader: opts.Reader, Pods: &policy.CachedPods{Client: forbiddenRetrier{s: s, r: opts.APIReader}}}
@@ -205,6 +208,7 @@ func (s *Sidecar) listenPodSocket() error {
 }
 
 func (s *Sidecar) stop() {
+	close(s.stopping)
 	s.mu.Lock()
 	s.ready = false
 	pubs := s.pubs
@@ -265,7 +269,7 @@ func (s *Sidecar) maintain() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-s.stopping:
 			return
 		case <-t.C:
 		}

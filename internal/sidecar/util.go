@@ -8,4 +8,3 @@ import (
 var noDeadline time.Time
 
 func toValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
-
