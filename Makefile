@@ -68,6 +68,10 @@ manifests: generate ## Regenerate config/crd, config/rbac and config/webhook fro
 test-operator: envtest ## Run the API and operator tests against a real API server (envtest), with -race.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 10m ./api/... ./internal/operator/... ./cmd/operator/...
 
+.PHONY: test-sidecar
+test-sidecar: envtest ## Run the sidecar tests: control protocol, node directory, and real pods in network namespaces against a real API server (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m ./internal/ctl/... ./internal/sidecar/... ./cmd/sidecar/...
+
 .PHONY: run-operator
 run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).
 	$(GO) run ./cmd/operator --sidecar-image=$${SIDECAR_IMAGE:-kalpc/sidecar:dev} --metrics-secure=false
