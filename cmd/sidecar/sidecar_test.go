@@ -58,6 +58,11 @@ func TestBrokeredConnection(t *testing.T) {
 		if r := client.must("call %d %d", conn, 60<<10); r["reply"] != "61444" {
 			t.Fatalf("large inline call = %v", r)
 		}
+		// Beyond the inline limit: 16 MiB through a shared-memory section
+		// between the two apps, which no sidecar sees.
+		if r := client.must("call %d %d", conn, 16<<20); r["reply"] != "16777220" {
+			t.Fatalf("section call = %v", r)
+		}
 		// The port's own namespace may be omitted.
 		client.must("connect echo short")
 	})

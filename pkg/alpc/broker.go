@@ -129,6 +129,14 @@ func (p Policy) apply(c Config) Config {
 	if p.MaxPendingCalls > 0 && p.MaxPendingCalls < c.MaxPendingCalls {
 		c.MaxPendingCalls = p.MaxPendingCalls
 	}
+	if p.MaxSectionBytes > 0 && p.MaxSectionBytes < c.MaxSectionBytes {
+		c.MaxSectionBytes = p.MaxSectionBytes
+	}
+	// The port decides whether direct access may be used at all; where it
+	// may, each application still opts in with Config.AllowDirectAccess.
+	if !p.DirectAccess {
+		c.AllowDirectAccess = false
+	}
 	return c
 }
 
