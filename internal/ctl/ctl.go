@@ -469,7 +469,7 @@ func (d *decoder) bytes(what string, max int) []byte {
 		return nil
 	}
 	v := d.take(int(n), what)
-	if v == nil || len(v) == 0 {
+	if len(v) == 0 {
 		return nil
 	}
 	return append([]byte(nil), v...)

@@ -44,7 +44,7 @@ func (s *Sidecar) serveApp(c *net.UnixConn) {
 	if err != nil {
 		s.log.Debug("reading an application request failed", "error", err)
 		if errors.Is(err, ctl.ErrMalformed) {
-			s.replyError(c, 0, ctl.CodeInvalid, err.Error())
+			s.replyError(c, ctl.CodeInvalid, err.Error())
 		}
 		return
 	}
@@ -54,13 +54,15 @@ func (s *Sidecar) serveApp(c *net.UnixConn) {
 	case ctl.TypeConnect:
 		s.connect(c, m)
 	default:
-		s.replyError(c, 0, ctl.CodeInvalid, "the first message must be publish or connect, not "+m.Type.String())
+		s.replyError(c, ctl.CodeInvalid, "the first message must be publish or connect, not "+m.Type.String())
 	}
 }
 
-func (s *Sidecar) replyError(c *net.UnixConn, id uint64, code ctl.Code, reason string) {
+// replyError answers an application's first message with an error. Errors
+// for later messages travel on their own request ids.
+func (s *Sidecar) replyError(c *net.UnixConn, code ctl.Code, reason string) {
 	if len(reason) > ctl.MaxErrorMessage {
 		reason = reason[:ctl.MaxErrorMessage]
 	}
-	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, ID: id, Code: code, Reason: toValidUTF8(reason)}, nil)
+	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: toValidUTF8(reason)}, nil)
 }

@@ -41,7 +41,7 @@ func (s *Sidecar) publish(c *net.UnixConn, name string) {
 	pub, err := s.startPublication(c, name)
 	if err != nil {
 		s.log.Info("publish refused", "port", ns+"/"+name, "error", err)
-		s.replyError(c, 0, codeOf(err), err.Error())
+		s.replyError(c, codeOf(err), err.Error())
 		return
 	}
 	s.log.Info("port published", "port", pub.key, "endpoint", pub.endpoint.Path())
@@ -108,7 +108,7 @@ func (p *publication) write(m *ctl.Message, f *os.File) error {
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
 	_ = p.app.SetWriteDeadline(time.Now().Add(p.s.opts.HandshakeTimeout))
-	defer p.app.SetWriteDeadline(noDeadline)
+	defer func() { _ = p.app.SetWriteDeadline(noDeadline) }()
 	return ctl.Write(p.app, m, f)
 }
 

@@ -448,7 +448,7 @@ func (c *Conn) resolve(payload []byte) (*sectionPayload, error) {
 		return nil, protocolErrorf("reference [%d, +%d) outside section %d of %d bytes", ref.Offset, ref.Length, ref.Section, s.size)
 	}
 	s.refs++
-	return &sectionPayload{sec: s, ext: wire.Extent{Section: ref.Section, Offset: ref.Offset, Length: ref.Length}}, nil
+	return &sectionPayload{sec: s, ext: wire.Extent(ref)}, nil
 }
 
 // done releases a section payload: drops the local reference and returns

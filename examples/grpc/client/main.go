@@ -7,7 +7,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"log"
 	"time"
 
@@ -23,40 +25,46 @@ func main() {
 	mode := flag.String("mode", "native", "native or compat")
 	fallback := flag.String("fallback", "", "gRPC target to use when no kalpc port is on this host (for example dns:///health.default:50051)")
 	flag.Parse()
+	if err := run(*port, *mode, *fallback); err != nil {
+		log.Fatal(err)
+	}
+}
 
+func run(port, mode, fallback string) error {
 	var conn grpc.ClientConnInterface
-	switch *mode {
+	switch mode {
 	case "native":
 		var opts []alpcgrpc.DialOption
-		if *fallback != "" {
-			opts = append(opts, alpcgrpc.WithFallback(*fallback, grpc.WithTransportCredentials(insecure.NewCredentials())))
+		if fallback != "" {
+			opts = append(opts, alpcgrpc.WithFallback(fallback, grpc.WithTransportCredentials(insecure.NewCredentials())))
 		}
-		cc, err := alpcgrpc.NewClient(*port, opts...)
+		cc, err := alpcgrpc.NewClient(port, opts...)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		defer cc.Close()
 		conn = cc
 	case "compat":
 		var d alpcgrpc.Dialer
-		if *fallback != "" {
-			log.Fatal("-fallback: in compatibility mode, set Dialer.Fallback to dial your service's address")
+		if fallback != "" {
+			return errors.New("-fallback: in compatibility mode, set Dialer.Fallback to dial your service's address")
 		}
-		cc, err := grpc.NewClient("passthrough:///"+*port, d.DialOption(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient("passthrough:///"+port, d.DialOption(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		defer cc.Close()
 		conn = cc
 	default:
-		log.Fatalf("unknown mode %q", *mode)
+		return fmt.Errorf("unknown mode %q", mode)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
-		log.Fatalf("health check: %v", err)
+		return fmt.Errorf("health check: %w", err)
 	}
 	log.Printf("server status: %v", resp.GetStatus())
+	return nil
 }

@@ -103,7 +103,7 @@ func ValidUID(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
 			return false
 		}
 	}
@@ -142,7 +142,7 @@ func Listen(path string) (*Listener, error) {
 		return nil, err
 	}
 	l := &Listener{path: path, lock: lock}
-	if err := l.bind(dir, base); err != nil {
+	if err := l.bind(dir); err != nil {
 		_ = os.Remove(path + lockExt)
 		_ = lock.Close()
 		return nil, fmt.Errorf("nodedir: listening on %s: %w", path, err)
@@ -150,7 +150,7 @@ func Listen(path string) (*Listener, error) {
 	return l, nil
 }
 
-func (l *Listener) bind(dir, base string) error {
+func (l *Listener) bind(dir string) error {
 	// We hold the lock: whatever socket is at path is stale.
 	if st, err := os.Lstat(l.path); err == nil {
 		if st.Mode().Type() != fs.ModeSocket {

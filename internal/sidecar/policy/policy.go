@@ -69,7 +69,7 @@ func MayServe(port *kalpcv1alpha1.ConnectionPort, pod *corev1.Pod) error {
 	}
 	sel, err := metav1.LabelSelectorAsSelector(&port.Spec.Servers)
 	if err != nil {
-		return fmt.Errorf("%w: ConnectionPort %s/%s has an invalid spec.servers: %v", ErrNotServer, port.Namespace, port.Name, err)
+		return fmt.Errorf("%w: ConnectionPort %s/%s has an invalid spec.servers: %w", ErrNotServer, port.Namespace, port.Name, err)
 	}
 	if !sel.Matches(labels.Set(pod.Labels)) {
 		return fmt.Errorf("%w: pod %s/%s does not match spec.servers of ConnectionPort %s/%s", ErrNotServer, pod.Namespace, pod.Name, port.Namespace, port.Name)
@@ -112,7 +112,7 @@ func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPo
 	}
 	if len(errs) > 0 {
 		// A rule could not be evaluated; deny, but say why.
-		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s (%v)", ErrDenied, client, port.Namespace, port.Name, errors.Join(errs...))
+		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s (%w)", ErrDenied, client, port.Namespace, port.Name, errors.Join(errs...))
 	}
 	return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s", ErrDenied, client, port.Namespace, port.Name)
 }

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // BenchmarkUnary compares unary calls of interop's TestService, server in
@@ -47,7 +46,7 @@ func BenchmarkUnary(b *testing.B) {
 			name := fmt.Sprintf("%s/%s", sizeName(size), mode)
 			b.Run(name, func(b *testing.B) {
 				tc := testgrpc.NewTestServiceClient(conns[mode])
-				req := &testpb.SimpleRequest{ResponseSize: int32(size), Payload: &testpb.Payload{Body: make([]byte, size)}}
+				req := &testgrpc.SimpleRequest{ResponseSize: int32(size), Payload: &testgrpc.Payload{Body: make([]byte, size)}}
 				ctx := b.Context()
 				// Warm up: connect, fill caches.
 				for range 50 {

@@ -29,7 +29,6 @@ type clientStream struct {
 	trailer    metadata.MD // once finished
 	sentFrames uint64      // header and message frames the server sent
 	closedSend bool
-	recvDone   bool // RecvMsg returned an error; the stream is over for the user
 
 	// smu orders what the client sends about the stream: nothing follows
 	// kindDone.

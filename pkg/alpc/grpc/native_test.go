@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 )
 
@@ -24,7 +23,7 @@ func TestPeerDeath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}}); err != nil {
+	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 10}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); err != nil {
@@ -38,7 +37,7 @@ func TestPeerDeath(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Recv took %v to notice the dead server", d)
 	}
-	if _, err := tc.EmptyCall(t.Context(), &testpb.Empty{}); status.Code(err) != codes.Unavailable {
+	if _, err := tc.EmptyCall(t.Context(), &testgrpc.Empty{}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("EmptyCall after the server died = %v, want Unavailable", err)
 	}
 }

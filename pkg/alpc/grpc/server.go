@@ -304,7 +304,7 @@ func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFr
 	}
 	var resp any
 	if err == nil {
-		resp, err = s.runUnary(st.newContext(ctx, f, sts), f, msg, sts)
+		resp, err = s.runUnary(st.newContext(ctx, f, sts), f, msg)
 	}
 	header, trailer := sts.finish()
 	r.flags, r.header, r.trailer = flagHasHeader, header, trailer
@@ -334,7 +334,7 @@ func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFr
 	return appendResult(nil, &r)
 }
 
-func (s *Server) runUnary(ctx context.Context, f *callFrame, msg []byte, sts *serverTransportStream) (any, error) {
+func (s *Server) runUnary(ctx context.Context, f *callFrame, msg []byte) (any, error) {
 	svc, md, _, err := s.lookup(f.method)
 	if err != nil {
 		return nil, err

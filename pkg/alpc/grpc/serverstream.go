@@ -2,6 +2,7 @@ package alpcgrpc
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 
@@ -46,7 +47,7 @@ func (ss *serverStream) sendHeader(md metadata.MD) error {
 // SendMsg sends m, first the header if it has not gone yet.
 func (ss *serverStream) SendMsg(m any) error {
 	if !ss.sts.wasSent() {
-		if err := ss.sts.SendHeader(nil); err != nil && err != errHeaderSent {
+		if err := ss.sts.SendHeader(nil); err != nil && !errors.Is(err, errHeaderSent) {
 			return err
 		}
 	}

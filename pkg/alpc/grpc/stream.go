@@ -83,8 +83,8 @@ func (s *stream) receive(f *oneWayFrame) {
 		}
 		msg := f.data
 		if s.partial != nil {
-			msg = append(s.partial, f.data...)
-			s.partial = nil
+			s.partial = append(s.partial, f.data...)
+			msg, s.partial = s.partial, nil
 		}
 		s.msgs = append(s.msgs, msg)
 		s.frames++

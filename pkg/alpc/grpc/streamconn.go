@@ -25,7 +25,7 @@ import (
 //     data written before Close is lost when the channel is torn down.
 const (
 	finCall byte = 1
-	finSize      = 9
+	finSize int  = 9
 
 	// maxReadBuffer bounds the bytes a connection holds that Read has not
 	// yet taken. Beyond it, the peer's writes wait.
@@ -65,7 +65,6 @@ type streamConn struct {
 	closed   bool
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 var _ net.Conn = (*streamConn)(nil)
