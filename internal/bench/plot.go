@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -15,7 +16,13 @@ import (
 // SavePlot draws round-trip p50 against payload size, one line per
 // transport with measured cells, on log-log axes, and saves it to path. The
 // extension picks the format: .png or .svg.
-func (rep *Report) SavePlot(path string) error {
+func (rep *Report) SavePlot(path string) (err error) {
+	defer func() {
+		// gonum/plot panics on input it cannot draw; that is an error here.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("plot %s: %v", path, p)
+		}
+	}()
 	ext := strings.TrimPrefix(filepath.Ext(path), ".")
 	if ext != "png" && ext != "svg" {
 		return fmt.Errorf("plot %s: want a .png or .svg file", path)
@@ -34,11 +41,14 @@ func (rep *Report) SavePlot(path string) error {
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 
 	n := 0
+	ylo, yhi := math.Inf(1), math.Inf(-1)
 	for _, t := range rep.Transports {
 		var xys plotter.XYs
 		for _, r := range rep.Results {
 			if r.Transport == t.Name && r.Status == StatusOK && r.RTT.P50NS > 0 {
-				xys = append(xys, plotter.XY{X: float64(r.Size), Y: float64(r.RTT.P50NS) / 1e3})
+				y := float64(r.RTT.P50NS) / 1e3
+				xys = append(xys, plotter.XY{X: float64(r.Size), Y: y})
+				ylo, yhi = min(ylo, y), max(yhi, y)
 			}
 		}
 		if len(xys) == 0 {
@@ -59,6 +69,10 @@ func (rep *Report) SavePlot(path string) error {
 	if n == 0 {
 		return fmt.Errorf("plot %s: no measured cells", path)
 	}
+	// Explicit, padded ranges: a log axis cannot span a single value.
+	sizes := rep.Settings.SizesBytes
+	p.X.Min, p.X.Max = float64(slices.Min(sizes))/1.5, float64(slices.Max(sizes))*1.5
+	p.Y.Min, p.Y.Max = ylo/1.5, yhi*1.5
 	if err := p.Save(9*vg.Inch, 6*vg.Inch, path); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}

@@ -43,7 +43,7 @@ func spawn(exe, ns string, spec *childSpec) (*child, error) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Env = os.Environ()
+	cmd.Env = childEnv(os.Environ())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -76,6 +76,21 @@ func spawn(exe, ns string, spec *childSpec) (*child, error) {
 		}
 	}()
 	return c, nil
+}
+
+// childEnv is the harness's environment, except that a binary built with
+// the race detector (go test -race) does not sleep a second on exit.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	gorace := "atexit_sleep_ms=0"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GORACE="); ok {
+			gorace = strings.TrimSpace(v + " " + gorace)
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "GORACE="+gorace)
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }

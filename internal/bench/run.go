@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -96,6 +97,11 @@ func (r *runner) logf(format string, args ...any) {
 // on loopback) and the shared directory.
 func (r *runner) setup(ctx context.Context, rep *Report) error {
 	rep.Mode = ModeLoopback
+	if removed, err := sweepStaleDirs(); err != nil {
+		r.logf("warning: removing leftovers of earlier runs: %v", err)
+	} else if len(removed) > 0 {
+		r.logf("removed leftovers of killed runs: %s", strings.Join(removed, ", "))
+	}
 	if r.opts.Netns != NetnsOff {
 		reason := canUseNetns()
 		if reason == nil {
@@ -133,19 +139,57 @@ func (r *runner) setup(ctx context.Context, rep *Report) error {
 	return nil
 }
 
+// sharedDirPrefix starts the name of a run's shared directory, followed by
+// the harness's pid (so a later run can remove it if the harness was killed).
+const sharedDirPrefix = "kalpc-bench-"
+
+// sharedDirParents are where shared directories may be: the temporary
+// directory, unless its path is too long for sockaddr_un, then /tmp.
+func sharedDirParents() []string {
+	if p := os.TempDir(); len(p) <= 60 && p != "/tmp" {
+		return []string{p, "/tmp"}
+	}
+	return []string{"/tmp"}
+}
+
 // sharedDir creates the directory the two sides share for Unix sockets,
 // short enough for sockaddr_un.
 func sharedDir() (string, error) {
-	parent := os.TempDir()
-	if len(parent) > 60 {
-		parent = "/tmp"
-	}
-	dir, err := os.MkdirTemp(parent, "kalpc-bench-")
+	dir, err := os.MkdirTemp(sharedDirParents()[0], fmt.Sprintf("%s%d-", sharedDirPrefix, os.Getpid()))
 	if err != nil {
 		return "", fmt.Errorf("failed to create the shared directory: %w", err)
 	}
 	return dir, nil
 }
+
+// sweepStaleDirs removes shared directories of harnesses that no longer
+// run.
+func sweepStaleDirs() ([]string, error) {
+	var removed []string
+	var errs []error
+	for _, parent := range sharedDirParents() {
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			m := sharedDirRE.FindStringSubmatch(e.Name())
+			if m == nil || !e.IsDir() || ownerAlive(m[1]) {
+				continue
+			}
+			p := filepath.Join(parent, e.Name())
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, "directory "+p)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+var sharedDirRE = regexp.MustCompile(`^` + sharedDirPrefix + `(\d+)-\d+$`)
 
 func (r *runner) cleanup() error {
 	var errs []error
