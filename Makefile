@@ -26,7 +26,7 @@ build: ## Build every package and command.
 
 .PHONY: demo
 demo: ## Run kalpc's demo: a server and a client process talking through a kalpc port.
-	$(GO) run ./examples/echo/demo
+	$(GO) run ./examples/echo demo
 
 .PHONY: test
 test: envtest ## Run all tests with -race (uses real processes, sockets, memfds and API server), then fuzz briefly.
@@ -48,6 +48,21 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, installed into bin/).
 .PHONY: verify
 verify: ## Fail if generated files, go.mod or formatting drift from what the tools produce.
 	hack/verify.sh
+
+.PHONY: generate
+generate: ## Generate deepcopy functions and the CRD, RBAC and webhook manifests under config/ (hack/generate.sh).
+	hack/generate.sh
+
+.PHONY: manifests
+manifests: generate ## Regenerate config/crd, config/rbac and config/webhook from the Go markers (same as generate).
+
+.PHONY: test-operator
+test-operator: envtest ## Run the API and operator tests against a real API server (envtest), with -race.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 10m ./api/... ./internal/operator/... ./cmd/operator/...
+
+.PHONY: run-operator
+run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).
+	$(GO) run ./cmd/operator --sidecar-image=$${SIDECAR_IMAGE:-kalpc/sidecar:dev} --metrics-secure=false
 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.

@@ -2,7 +2,10 @@ package alpc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +42,8 @@ func runHelper(name, arg string) int {
 		err = helperServer(arg, &Config{MaxPendingCalls: 10000, MaxConcurrentHandlers: 10000})
 	case "fileconn":
 		err = helperFileConn()
+	case "blaster":
+		err = helperBlaster(arg)
 	case "raw-echo":
 		err = helperRawEcho(arg)
 	default:
@@ -61,8 +66,13 @@ func runHelper(name, arg string) int {
 //	panic           panic
 //	big:n           reply with n bytes
 //	note:x          (one-way) record x for the test via notes
+//
+// and the binary verbs of bulkHandler.
 func testHandler(notes chan<- string) Handler {
 	return HandlerFunc(func(ctx context.Context, req *Request) ([]byte, error) {
+		if out, ok, err := bulkHandler(ctx, req); ok {
+			return out, err
+		}
 		verb, arg, _ := strings.Cut(string(req.Payload()), ":")
 		switch verb {
 		case "echo":
@@ -282,4 +292,79 @@ func openFDs(t testing.TB) map[string]string {
 	}
 	// ReadDir's own descriptor was open while listing.
 	return out
+}
+
+// bulkHandler serves the verbs used with large payloads, reading the
+// payload without converting it to a string:
+//
+//	sha:<bytes>     reply with the SHA-256 of the bytes (read through a View)
+//	gen:<n>         reply with pattern(n)
+//	cb-sha:<n>      call the peer with sha:pattern(n) and reply "ok" if its hash matches
+func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
+	v := req.View()
+	defer v.Release()
+	b := v.Bytes()
+	switch {
+	case bytes.HasPrefix(b, []byte("sha:")):
+		sum := sha256.Sum256(b[4:])
+		return sum[:], true, nil
+	case bytes.HasPrefix(b, []byte("gen:")):
+		n, _ := strconv.Atoi(string(b[4:]))
+		return pattern(n), true, nil
+	case bytes.HasPrefix(b, []byte("cb-sha:")):
+		n, _ := strconv.Atoi(string(b[7:]))
+		data := append([]byte("sha:"), pattern(n)...)
+		got, err := req.Conn().Call(ctx, data)
+		if err != nil {
+			return nil, true, err
+		}
+		want := sha256.Sum256(data[4:])
+		if !bytes.Equal(got, want[:]) {
+			return []byte("mismatch"), true, nil
+		}
+		return []byte("ok"), true, nil
+	}
+	return nil, false, nil
+}
+
+// pattern returns n deterministic, position-dependent bytes. Large
+// patterns tile a 1 MiB block stamped with its index (fast under -race).
+func pattern(n int) []byte {
+	const block = 1 << 20
+	if n > block {
+		base := pattern(block)
+		b := make([]byte, n)
+		for k := 0; k*block < n; k++ {
+			chunk := b[k*block : min((k+1)*block, n)]
+			copy(chunk, base)
+			if len(chunk) >= 8 {
+				binary.LittleEndian.PutUint64(chunk, uint64(k))
+			}
+		}
+		return b
+	}
+	b := make([]byte, n)
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], uint64(i)*0x9E3779B97F4A7C15)
+	}
+	for ; i < n; i++ {
+		b[i] = byte(i * 31)
+	}
+	return b
+}
+
+// helperBlaster dials path and calls sha: with 64 MiB payloads until killed.
+func helperBlaster(path string) error {
+	c, err := Dial(context.Background(), path, nil, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY")
+	payload := append([]byte("sha:"), pattern(64<<20)...)
+	for {
+		if _, err := c.Call(context.Background(), payload); err != nil {
+			return err
+		}
+	}
 }

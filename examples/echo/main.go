@@ -1,0 +1,185 @@
+// Command echo is kalpc's two-process example: a server publishes a
+// connection port, a client connects with a connection message, calls the
+// server, and the server calls back into the client while answering.
+//
+//	echo server -port /tmp/kalpc-echo.sock      # publish the port and serve
+//	echo client -port /tmp/kalpc-echo.sock      # connect, call, get a callback
+//	echo demo                                   # run both as separate processes
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kalpc/kalpc/pkg/alpc"
+)
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) < 2 {
+		usage()
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	port := fs.String("port", filepath.Join(os.TempDir(), "kalpc-echo.sock"), "path of the connection port's socket")
+	name := fs.String("name", "demo-client", "client: the name sent in the connection message")
+	_ = fs.Parse(os.Args[2:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = serve(ctx, *port)
+	case "client":
+		err = client(ctx, *port, *name)
+	case "demo":
+		err = demo(ctx)
+	default:
+		usage()
+	}
+	if err != nil {
+		log.Fatalf("%s: %v", os.Args[1], err)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: echo server|client|demo [-port path] [-name client-name]")
+	os.Exit(2)
+}
+
+// serve publishes the port and answers calls. Connection messages are client
+// names; the name "mallory" is rejected. For "shout:<text>" the server first
+// calls back into the client ("who are you?") before answering.
+func serve(ctx context.Context, port string) error {
+	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
+		msg := string(req.Payload())
+		if text, ok := strings.CutPrefix(msg, "shout:"); ok {
+			// A callback: ask the client something while its call waits.
+			who, err := req.Conn().Call(ctx, []byte("who are you?"))
+			if err != nil {
+				return nil, fmt.Errorf("callback failed: %w", err)
+			}
+			return fmt.Appendf(nil, "%s, %s!", strings.ToUpper(text), who), nil
+		}
+		return []byte(msg), nil
+	})
+	l, err := alpc.Listen(port, &alpc.Config{Handler: handler, SocketMode: 0o600})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	log.Printf("server: pid %d published connection port %s", os.Getpid(), port)
+	for {
+		req, err := l.Accept(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+		name := string(req.Message)
+		if name == "mallory" {
+			log.Printf("server: rejecting %q (pid %d)", name, req.Credentials.PID)
+			_ = req.Reject("mallory is not welcome here")
+			continue
+		}
+		conn, err := req.Accept(fmt.Appendf(nil, "hello %s, I am pid %d", name, os.Getpid()))
+		if err != nil {
+			log.Printf("server: accept: %v", err)
+			continue
+		}
+		log.Printf("server: accepted %q from pid %d uid %d", name, req.Credentials.PID, req.Credentials.UID)
+		go func() {
+			<-conn.Done()
+			log.Printf("server: %q disconnected (%v)", name, conn.Err())
+			_ = conn.Close()
+		}()
+	}
+}
+
+func client(ctx context.Context, port, name string) error {
+	cfg := &alpc.Config{Handler: alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
+		log.Printf("client: server called back: %q", req.Payload())
+		return []byte(name), nil
+	})}
+	conn, err := alpc.Dial(ctx, port, []byte(name), cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	log.Printf("client: connected; server said %q", conn.AcceptMessage())
+
+	out, err := conn.Call(ctx, []byte("ping"))
+	if err != nil {
+		return err
+	}
+	log.Printf("client: call(ping) = %q", out)
+
+	out, err = conn.Call(ctx, []byte("shout:hello kalpc"))
+	if err != nil {
+		return err
+	}
+	log.Printf("client: call(shout) = %q", out)
+
+	const n = 10000
+	payload := make([]byte, 64)
+	start := time.Now()
+	for range n {
+		if _, err := conn.Call(ctx, payload); err != nil {
+			return err
+		}
+	}
+	log.Printf("client: %d round trips of 64 B in %v (%.1f µs each)", n, time.Since(start).Round(time.Millisecond), float64(time.Since(start).Microseconds())/n)
+	return nil
+}
+
+// demo runs the server and two clients as separate processes.
+func demo(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "kalpc-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	port := filepath.Join(dir, "echo.sock")
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	server := exec.CommandContext(ctx, self, "server", "-port", port)
+	server.Stdout, server.Stderr = os.Stdout, os.Stderr
+	if err := server.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = server.Process.Signal(syscall.SIGTERM)
+		_ = server.Wait()
+	}()
+	for i := 0; ; i++ {
+		if _, err := os.Stat(port); err == nil {
+			break
+		}
+		if i == 100 {
+			return errors.New("server did not publish its port")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, name := range []string{"alice", "mallory"} {
+		c := exec.CommandContext(ctx, self, "client", "-port", port, "-name", name)
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		if err := c.Run(); err != nil && name != "mallory" {
+			return fmt.Errorf("client %s: %w", name, err)
+		}
+	}
+	log.Printf("demo: done; two processes talked through kalpc (no network stack involved)")
+	return nil
+}

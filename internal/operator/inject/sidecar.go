@@ -1,0 +1,155 @@
+package inject
+
+import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Names and paths of what Inject adds. They are the contract between the
+// webhook, the sidecar and the applications; see docs/operations.md.
+const (
+	// SidecarName is the name of the injected init container.
+	SidecarName = "kalpc-sidecar"
+
+	// NodeVolumeName is the hostPath volume of the node directory.
+	NodeVolumeName = "kalpc-node"
+	// NodeHostPath is the node directory on the host.
+	NodeHostPath = "/var/run/kalpc"
+	// NodeMountPath is where the sidecar sees the node directory. It is not
+	// NodeHostPath so that the pod directory below never nests inside the
+	// hostPath mount (the kubelet would create its mount point on the host).
+	NodeMountPath = "/var/run/kalpc/node"
+
+	// PodVolumeName is the emptyDir shared by the sidecar and the apps.
+	PodVolumeName = "kalpc-pod"
+	// PodMountPath is where the sidecar and every app container see it.
+	PodMountPath = "/var/run/kalpc/pod"
+	// SocketPath is the pod-local control socket the sidecar serves.
+	SocketPath = PodMountPath + "/kalpc.sock"
+	// SocketEnv is the variable that tells apps where SocketPath is.
+	SocketEnv = "KALPC_SOCKET"
+
+	// TokenVolumeName is the projected ServiceAccount token volume.
+	TokenVolumeName = "kalpc-token"
+	// TokenMountPath is where the sidecar sees the token volume.
+	TokenMountPath = "/var/run/secrets/kalpc.io/serviceaccount"
+	// TokenPath is the token file the sidecar presents to peer sidecars.
+	TokenPath = TokenMountPath + "/token"
+	// TokenAudience is the audience of the projected token; peers verify it.
+	TokenAudience = "kalpc.io"
+	// TokenExpirationSeconds is the token's lifetime; the kubelet refreshes
+	// it at 80 % of it. 600 s is the shortest lifetime the kubelet accepts.
+	TokenExpirationSeconds = 600
+
+	// Environment variables set in the sidecar from the downward API.
+	EnvPodName        = "KALPC_POD_NAME"
+	EnvPodNamespace   = "KALPC_POD_NAMESPACE"
+	EnvPodUID         = "KALPC_POD_UID"
+	EnvNodeName       = "KALPC_NODE_NAME"
+	EnvServiceAccount = "KALPC_SERVICE_ACCOUNT"
+)
+
+// sidecarContainer returns the complete sidecar container for cfg. It spells
+// out the values the API server would default (probe scheme and success
+// threshold, volume modes) so that injecting into an already injected pod,
+// whose spec the API server has defaulted, produces no change.
+func sidecarContainer(cfg Config) corev1.Container {
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path:   path,
+				Port:   intstr.FromString("kalpc-health"),
+				Scheme: corev1.URISchemeHTTP,
+			}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   1,
+			SuccessThreshold: 1,
+			FailureThreshold: failures,
+		}
+	}
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
+		}}
+	}
+	return corev1.Container{
+		Name:            SidecarName,
+		Image:           cfg.Image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Args: []string{
+			"--pod-socket=" + SocketPath,
+			"--node-dir=" + NodeMountPath,
+			"--token-file=" + TokenPath,
+			"--health-addr=:" + strconv.Itoa(int(cfg.HealthPort)),
+			"--metrics-addr=:" + strconv.Itoa(int(cfg.MetricsPort)),
+			"--log-level=" + cfg.LogLevel,
+		},
+		Env: []corev1.EnvVar{
+			fieldEnv(EnvPodName, "metadata.name"),
+			fieldEnv(EnvPodNamespace, "metadata.namespace"),
+			fieldEnv(EnvPodUID, "metadata.uid"),
+			fieldEnv(EnvNodeName, "spec.nodeName"),
+			fieldEnv(EnvServiceAccount, "spec.serviceAccountName"),
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: "kalpc-health", ContainerPort: cfg.HealthPort, Protocol: corev1.ProtocolTCP},
+			{Name: "kalpc-metrics", ContainerPort: cfg.MetricsPort, Protocol: corev1.ProtocolTCP},
+		},
+		Resources: *cfg.Resources.DeepCopy(),
+		// A native sidecar: it starts before, and outlives, the app containers.
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		// App containers start only once the startup probe passed: up to 60 s.
+		StartupProbe:   probe("/readyz", 1, 60),
+		ReadinessProbe: probe("/readyz", 5, 3),
+		LivenessProbe:  probe("/healthz", 10, 3),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: NodeVolumeName, MountPath: NodeMountPath},
+			{Name: PodVolumeName, MountPath: PodMountPath},
+			{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To(cfg.RunAsUser),
+			RunAsGroup:               ptr.To(cfg.RunAsUser),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Privileged:               ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// volumes returns the pod volumes the sidecar and the apps use.
+func volumes() []corev1.Volume {
+	return []corev1.Volume{
+		{Name: NodeVolumeName, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: NodeHostPath,
+			Type: ptr.To(corev1.HostPathDirectoryOrCreate),
+		}}},
+		{Name: PodVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr.To[int32](corev1.ProjectedVolumeSourceDefaultMode),
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience:          TokenAudience,
+				ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds),
+				Path:              "token",
+			}}},
+		}}},
+	}
+}
+
+// appMount is the pod directory mount of every app container.
+func appMount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: PodVolumeName, MountPath: PodMountPath}
+}
+
+// appEnv is the socket variable of every app container.
+func appEnv() corev1.EnvVar {
+	return corev1.EnvVar{Name: SocketEnv, Value: SocketPath}
+}

@@ -1,0 +1,162 @@
+package portstatus_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+)
+
+const (
+	timeout  = 20 * time.Second
+	interval = 50 * time.Millisecond
+)
+
+// TestStatusConverges drives a port's server pods through their life as a
+// kubelet would report it and checks the status the Reconciler writes.
+func TestStatusConverges(t *testing.T) {
+	g := NewWithT(t)
+	ctx := t.Context()
+	ns := newNamespace(t)
+
+	port := &kalpcv1alpha1.ConnectionPort{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns},
+		Spec: kalpcv1alpha1.ConnectionPortSpec{
+			Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+		},
+	}
+	g.Expect(k8s.Create(ctx, port)).To(Succeed())
+
+	// No servers yet: Ready is False.
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		c := meta.FindStatusCondition(st.Conditions, kalpcv1alpha1.ConditionReady)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(kalpcv1alpha1.ReasonNoReadyServers))
+		g.Expect(st.ObservedGeneration).To(Equal(int64(1)))
+	})
+
+	echo := map[string]string{"app": "echo"}
+	a1 := serverPod(t, ns, "a1", "node-a", echo, true)
+	a2 := serverPod(t, ns, "a2", "node-a", echo, true)
+	b1 := serverPod(t, ns, "b1", "node-b", echo, true)
+	noSidecar := serverPod(t, ns, "no-sidecar", "node-a", echo, false)
+	other := serverPod(t, ns, "other", "node-c", map[string]string{"app": "other"}, true)
+	pending := serverPod(t, ns, "pending", "node-c", echo, true)
+	for _, p := range []*corev1.Pod{a1, a2, b1, noSidecar, other} {
+		setPodStatus(t, p, corev1.PodRunning, true)
+	}
+	setPodStatus(t, pending, corev1.PodPending, false)
+
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		g.Expect(st.Endpoints).To(Equal([]kalpcv1alpha1.NodeEndpoints{
+			{NodeName: "node-a", Pods: []kalpcv1alpha1.EndpointPod{
+				{Name: "a1", UID: a1.UID, Ready: true}, {Name: "a2", UID: a2.UID, Ready: true},
+			}},
+			{NodeName: "node-b", Pods: []kalpcv1alpha1.EndpointPod{{Name: "b1", UID: b1.UID, Ready: true}}},
+		}))
+		g.Expect(st.ReadyServers).To(Equal(int32(3)))
+		g.Expect(st.Nodes).To(Equal(int32(2)))
+		c := meta.FindStatusCondition(st.Conditions, kalpcv1alpha1.ConditionReady)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(c.Reason).To(Equal(kalpcv1alpha1.ReasonServersReady))
+		g.Expect(c.Message).To(Equal("3 of 3 server endpoints ready on 2 nodes"))
+	})
+	expectEvent(t, ns, "echo", kalpcv1alpha1.ReasonServersReady)
+
+	// b1 stops being ready: it stays an endpoint, node-b no longer counts.
+	setPodStatus(t, b1, corev1.PodRunning, false)
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		g.Expect(st.Endpoints).To(HaveLen(2))
+		g.Expect(st.Endpoints[1].Pods).To(Equal([]kalpcv1alpha1.EndpointPod{{Name: "b1", UID: b1.UID, Ready: false}}))
+		g.Expect(st.ReadyServers).To(Equal(int32(2)))
+		g.Expect(st.Nodes).To(Equal(int32(1)))
+	})
+
+	// a1 loses its label: it leaves the port.
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(a1), a1)).To(Succeed())
+	a1.Labels["app"] = "moved"
+	g.Expect(k8s.Update(ctx, a1)).To(Succeed())
+	// a2 is deleted.
+	g.Expect(k8s.Delete(ctx, a2, client.GracePeriodSeconds(0))).To(Succeed())
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		g.Expect(st.Endpoints).To(Equal([]kalpcv1alpha1.NodeEndpoints{
+			{NodeName: "node-b", Pods: []kalpcv1alpha1.EndpointPod{{Name: "b1", UID: b1.UID, Ready: false}}},
+		}))
+		g.Expect(st.ReadyServers).To(BeZero())
+		g.Expect(st.Nodes).To(BeZero())
+		c := meta.FindStatusCondition(st.Conditions, kalpcv1alpha1.ConditionReady)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Message).To(Equal("none of 1 server endpoints is ready"))
+	})
+	expectEvent(t, ns, "echo", kalpcv1alpha1.ReasonNoReadyServers)
+
+	// A spec change is observed.
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(port), port)).To(Succeed())
+	port.Spec.Servers = metav1.LabelSelector{MatchLabels: map[string]string{"app": "moved"}}
+	g.Expect(k8s.Update(ctx, port)).To(Succeed())
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		g.Expect(st.ObservedGeneration).To(Equal(int64(2)))
+		g.Expect(st.Endpoints).To(Equal([]kalpcv1alpha1.NodeEndpoints{
+			{NodeName: "node-a", Pods: []kalpcv1alpha1.EndpointPod{{Name: "a1", UID: a1.UID, Ready: true}}},
+		}))
+		g.Expect(meta.IsStatusConditionTrue(st.Conditions, kalpcv1alpha1.ConditionReady)).To(BeTrue())
+	})
+}
+
+// TestInvalidSelector checks that a selector the schema cannot reject is
+// reported in the Ready condition.
+func TestInvalidSelector(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	port := &kalpcv1alpha1.ConnectionPort{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns},
+		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{
+			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn}},
+		}},
+	}
+	g.Expect(k8s.Create(t.Context(), port)).To(Succeed())
+	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
+		c := meta.FindStatusCondition(st.Conditions, kalpcv1alpha1.ConditionReady)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(kalpcv1alpha1.ReasonInvalidServerSelector))
+		g.Expect(c.Message).To(ContainSubstring("spec.servers is not a valid label selector"))
+	})
+	expectEvent(t, ns, "bad", kalpcv1alpha1.ReasonInvalidServerSelector)
+}
+
+// expectStatus waits until port's status satisfies check.
+func expectStatus(t *testing.T, port *kalpcv1alpha1.ConnectionPort, check func(Gomega, kalpcv1alpha1.ConnectionPortStatus)) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := &kalpcv1alpha1.ConnectionPort{}
+		g.Expect(k8s.Get(t.Context(), client.ObjectKeyFromObject(port), got)).To(Succeed())
+		check(g, got.Status)
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+}
+
+// expectEvent waits for an event with reason about the port name.
+func expectEvent(t *testing.T, namespace, name, reason string) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		var events eventsv1.EventList
+		g.Expect(k8s.List(t.Context(), &events, client.InNamespace(namespace))).To(Succeed())
+		var seen []string
+		for _, e := range events.Items {
+			if e.Regarding.Name == name && e.Regarding.Kind == "ConnectionPort" {
+				seen = append(seen, e.Reason)
+			}
+		}
+		g.Expect(seen).To(ContainElement(reason), cmp.Diff(nil, seen))
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+}

@@ -1,0 +1,58 @@
+// Package alpc is kalpc's IPC library: the Windows ALPC model (Advanced
+// Local Procedure Call) for processes on one Linux host. It depends only on
+// the standard library and golang.org/x/sys/unix, never on Kubernetes: any
+// two processes can use it, with or without the kalpc sidecar.
+//
+// # Lifecycle
+//
+// A server publishes a named connection port with [Listen]. A client
+// connects with [Dial], sending a connection message. The server takes the
+// request with [Listener.Accept], looks at the message and at the client's
+// kernel-reported [Credentials], and either accepts it with a reply message
+// ([ConnRequest.Accept]) or rejects it with a reason ([ConnRequest.Reject]),
+// which the client receives as a [*RejectError].
+//
+// An accepted connection is a private, bidirectional channel: a connected
+// AF_UNIX SOCK_SEQPACKET socket pair that no other process can join. Both
+// ends are a [Conn] and are equal. Either side may
+//
+//   - [Conn.Call] the other and wait for its reply (many calls may be in
+//     flight at once, each with its own id);
+//   - [Conn.Send] a one-way message, handled in order by the peer;
+//   - serve the other's requests with its [Config.Handler].
+//
+// A side blocked in a Call keeps serving its peer's requests, so handlers can
+// call back into the caller (callbacks nest to any depth). Cancelling a
+// Call's context tells the peer, whose handler's context is cancelled; a
+// deadline travels with the request. [Conn.Close] ends the channel; so does
+// the peer closing or dying, which the kernel reports at once: pending calls
+// fail with [ErrPeerClosed].
+//
+// A broker (the kalpc sidecar) can create the channel itself with
+// [SocketPair] and hand one end to each process, which wraps it with
+// [FileConn].
+//
+// # Messages and limits
+//
+// Payloads up to the inline limit (63 KiB by default) are copied through the
+// socket queue in one datagram with a 32-byte header (see docs/protocol.md).
+// Each side announces its limits in the handshake and the connection uses
+// the smaller value of each: [Conn.Limits]. Exceeding a limit gives a clear
+// error ([ErrTooLarge], [*LimitError]); a peer that breaks the protocol
+// (malformed header, lying length, unexpected descriptors, too many requests
+// in flight) ends that connection with a [*ProtocolError] and affects no
+// other connection.
+//
+// # Who owns each descriptor
+//
+//   - A [Listener] owns its listening socket and its lock file
+//     (path + ".lock"); Close removes the socket path and releases both.
+//   - A [ConnRequest] owns the accepted socket until Accept (which hands it to
+//     the new Conn) or Reject (which closes it).
+//   - A [Conn] owns its socket and closes it exactly once: after Close, peer
+//     hang-up or a protocol error, once no system call is using it.
+//   - [FileConn] duplicates the descriptor it is given; the caller keeps and
+//     closes its *os.File. [SocketPair] returns two files the caller owns.
+//   - Descriptors received from a peer that the protocol does not expect are
+//     closed before the connection is ended.
+package alpc
