@@ -67,15 +67,15 @@ func TestRunEndToEnd(t *testing.T) {
 			name:            "netns",
 			mode:            NetnsOn,
 			wantMode:        ModeNetns,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix"},
-			wantUnavailable: []string{"kalpc-loan"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix"},
+			wantUnavailable: []string{"grpc-kalpc-compat"},
 		},
 		{
 			name:            "loopback",
 			mode:            NetnsOff,
 			wantMode:        ModeLoopback,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "grpc-tcp-loopback", "grpc-unix"},
-			wantUnavailable: []string{"grpc-tcp-veth", "kalpc-loan"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-loopback", "grpc-unix"},
+			wantUnavailable: []string{"grpc-tcp-veth", "grpc-kalpc-compat"},
 		},
 	}
 	for _, tt := range tests {
@@ -245,7 +245,7 @@ func checkOutputs(t *testing.T, rep *Report) {
 	t.Helper()
 	dir := t.TempDir()
 	md := rep.Markdown("rtt.png")
-	for _, want := range []string{"| transport | size | p50 |", "kalpc inline (Call)", "### Ratios", "### Not measured", "kalpc loan (zero-copy)"} {
+	for _, want := range []string{"| transport | size | p50 |", "kalpc inline (Call)", "### Ratios", "### Not measured", "gRPC over kalpc (compat)"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

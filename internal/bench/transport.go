@@ -133,9 +133,9 @@ func lookup(name string) (Transport, bool) {
 func init() {
 	Register(copyTransport{})
 	Register(rawSeqpacketTransport{})
-	Register(kalpcCallTransport{name: "kalpc-inline"})
-	Register(kalpcCallTransport{name: "kalpc-section"})
-	Register(kalpcLoanTransport{})
+	Register(kalpcTransport{mode: kalpcInline})
+	Register(kalpcTransport{mode: kalpcSection})
+	Register(kalpcTransport{mode: kalpcLoan})
 	Register(grpcTransport{name: "grpc-tcp-veth"})
 	Register(grpcTransport{name: "grpc-tcp-loopback"})
 	Register(grpcTransport{name: "grpc-unix"})

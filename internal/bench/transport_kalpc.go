@@ -8,69 +8,94 @@ import (
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
-// kalpcCallTransport measures alpc.Conn.Call. "kalpc-inline" uses the
-// default Config, so payloads up to alpc.DefaultInlineLimit are copied
-// through the socket queue. "kalpc-section" sets the client's InlineLimit to
-// alpc.MinInlineLimit so that every payload above it travels through a
-// shared-memory section (copy in, copy out), the technique Call picks by
-// itself above the inline limit.
-type kalpcCallTransport struct{ name string }
+// kalpcMode is how a kalpc row moves the request.
+type kalpcMode int
 
-func (t kalpcCallTransport) Info() Info {
-	if t.name == "kalpc-section" {
+const (
+	// kalpcInline: Call with the default Config; payloads up to
+	// alpc.DefaultInlineLimit are copied through the socket queue, and the
+	// handler takes its copy with req.Payload().
+	kalpcInline kalpcMode = iota
+	// kalpcSection: Call with the client's InlineLimit at
+	// alpc.MinInlineLimit, so every payload above it is copied into a
+	// shared-memory section (the technique Call picks by itself above the
+	// inline limit); the handler reads it in place with req.View().
+	kalpcSection
+	// kalpcLoan: the client borrows a buffer in its section with Conn.Loan,
+	// fills only its first bytes (the transport's cost, not the cost of
+	// producing the data) and sends it with CallLoan; the handler reads it
+	// in place with req.View().
+	kalpcLoan
+)
+
+// loanHeader is how many bytes of a loan the client writes per round trip.
+const loanHeader = 64
+
+type kalpcTransport struct{ mode kalpcMode }
+
+func (t kalpcTransport) Info() Info {
+	switch t.mode {
+	case kalpcSection:
 		return Info{
-			Name:      t.name,
+			Name:      "kalpc-section",
 			Label:     "kalpc section copy (Call)",
-			Path:      "alpc.Conn.Call with payloads in a memfd section; a small descriptor through AF_UNIX SOCK_SEQPACKET",
+			Path:      "alpc.Conn.Call copies the payload into a sealed memfd section; a descriptor crosses AF_UNIX SOCK_SEQPACKET; the handler reads it in place (Request.View)",
+			Placement: CrossNamespace,
+		}
+	case kalpcLoan:
+		return Info{
+			Name:      "kalpc-loan",
+			Label:     "kalpc loan (zero-copy)",
+			Path:      "alpc.Conn.Loan + CallLoan: the client fills a buffer inside its section (64 B written per call) and sends it by descriptor; the handler reads it in place (Request.View)",
 			Placement: CrossNamespace,
 		}
 	}
 	return Info{
-		Name:      t.name,
+		Name:      "kalpc-inline",
 		Label:     "kalpc inline (Call)",
-		Path:      "alpc.Conn.Call, payload copied through the AF_UNIX SOCK_SEQPACKET queue",
+		Path:      "alpc.Conn.Call, payload copied through the AF_UNIX SOCK_SEQPACKET queue; the handler takes Request.Payload",
 		Placement: CrossNamespace,
 	}
 }
 
-func (t kalpcCallTransport) section() bool { return t.name == "kalpc-section" }
-
-func (t kalpcCallTransport) Available(_ Env, size int) error {
-	if t.section() {
+func (t kalpcTransport) Available(_ Env, size int) error {
+	switch t.mode {
+	case kalpcSection:
 		if size <= alpc.MinInlineLimit {
 			return unavailable("%s is at most the smallest inline limit (%s): always sent inline", FormatSize(int64(size)), FormatSize(alpc.MinInlineLimit))
 		}
-		return nil
-	}
-	if size > alpc.DefaultInlineLimit {
-		return unavailable("%s exceeds the inline limit (%s); Call uses a section (see kalpc-section)", FormatSize(int64(size)), FormatSize(alpc.DefaultInlineLimit))
+	case kalpcInline:
+		if size > alpc.DefaultInlineLimit {
+			return unavailable("%s exceeds the inline limit (%s); Call uses a section (see kalpc section copy)", FormatSize(int64(size)), FormatSize(alpc.DefaultInlineLimit))
+		}
 	}
 	return nil
 }
 
-func (t kalpcCallTransport) Serve(ctx context.Context, cell Cell) (string, error) {
-	return serveKalpc(ctx, cell, nil)
-}
-
-// serveKalpc listens on cell.SocketPath and accepts every client; its
-// handler answers each request with cell.ReplySize bytes (the request itself
-// when they are the same size).
-func serveKalpc(ctx context.Context, cell Cell, cfg *alpc.Config) (string, error) {
-	if cfg == nil {
-		cfg = &alpc.Config{}
-	}
+// Serve listens on cell.SocketPath and accepts every client; its handler
+// answers each request with cell.ReplySize bytes (the request itself when
+// they are the same size).
+func (t kalpcTransport) Serve(ctx context.Context, cell Cell) (string, error) {
 	reply := newPayload(cell.ReplySize)
-	cfg.Handler = alpc.HandlerFunc(func(_ context.Context, req *alpc.Request) ([]byte, error) {
-		p := req.Payload()
+	handler := alpc.HandlerFunc(func(_ context.Context, req *alpc.Request) ([]byte, error) {
+		var p []byte
+		if t.mode == kalpcInline {
+			p = req.Payload()
+		} else {
+			v := req.View()
+			defer v.Release()
+			p = v.Bytes()
+		}
 		if len(p) != cell.Size {
 			return nil, alpc.Errorf(alpc.CodeInvalidArgument, "request of %d B, want %d B", len(p), cell.Size)
 		}
 		if cell.ReplySize == cell.Size {
-			return p, nil
+			// The reply is a copy: a View's memory goes back to the peer.
+			return append([]byte(nil), p...), nil
 		}
 		return reply, nil
 	})
-	l, err := alpc.Listen(cell.SocketPath, cfg)
+	l, err := alpc.Listen(cell.SocketPath, &alpc.Config{Handler: handler})
 	if err != nil {
 		return "", err
 	}
@@ -100,31 +125,49 @@ func serveKalpc(ctx context.Context, cell Cell, cfg *alpc.Config) (string, error
 	return cell.SocketPath, nil
 }
 
-func (t kalpcCallTransport) Dial(ctx context.Context, cell Cell, addr string) (Client, error) {
+func (t kalpcTransport) Dial(ctx context.Context, cell Cell, addr string) (Client, error) {
 	cfg := &alpc.Config{}
-	if t.section() {
+	if t.mode == kalpcSection {
 		cfg.InlineLimit = alpc.MinInlineLimit
 	}
 	conn, err := alpc.Dial(ctx, addr, []byte("kalpc-bench"), cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &kalpcClient{conn: conn, payload: newPayload(cell.Size), replySize: cell.ReplySize}, nil
+	c := &kalpcClient{conn: conn, mode: t.mode, size: cell.Size, replySize: cell.ReplySize}
+	if t.mode != kalpcLoan {
+		c.payload = newPayload(cell.Size)
+	}
+	return c, nil
 }
 
 type kalpcClient struct {
 	conn      *alpc.Conn
+	mode      kalpcMode
+	size      int
 	payload   []byte
 	replySize int
 }
 
 func (c *kalpcClient) RoundTrip(ctx context.Context) error {
-	out, err := c.conn.Call(ctx, c.payload)
+	var out []byte
+	var err error
+	if c.mode == kalpcLoan {
+		var l *alpc.Loan
+		if l, err = c.conn.Loan(ctx, c.size); err != nil {
+			return fmt.Errorf("loan: %w", err)
+		}
+		b := l.Bytes()
+		for i := range b[:min(len(b), loanHeader)] {
+			b[i] = byte(i)
+		}
+		out, err = c.conn.CallLoan(ctx, l)
+	} else {
+		out, err = c.conn.Call(ctx, c.payload)
+	}
 	if err != nil {
 		if errors.Is(err, alpc.ErrTooLarge) {
-			// Sections have not landed in pkg/alpc: Call refuses payloads
-			// above the inline limit.
-			return unavailable("pkg/alpc has no sections yet: Call refuses %s (%v)", FormatSize(int64(len(c.payload))), err)
+			return unavailable("pkg/alpc refuses %s: %v", FormatSize(int64(c.size)), err)
 		}
 		return err
 	}
@@ -135,31 +178,3 @@ func (c *kalpcClient) RoundTrip(ctx context.Context) error {
 }
 
 func (c *kalpcClient) Close() error { return c.conn.Close() }
-
-// kalpcLoanTransport will measure zero-copy loans: the client borrows a
-// buffer in its section, writes the payload there and sends it; the server
-// takes a read-only view. pkg/alpc has no loan API yet, so every cell is
-// reported unavailable. When the API lands, implement Serve and Dial here
-// (and drop the Available check); nothing else in the harness changes.
-type kalpcLoanTransport struct{}
-
-func (kalpcLoanTransport) Info() Info {
-	return Info{
-		Name:      "kalpc-loan",
-		Label:     "kalpc loan (zero-copy)",
-		Path:      "a buffer loaned from the client's memfd section, sent by descriptor; the server reads a read-only view",
-		Placement: CrossNamespace,
-	}
-}
-
-func (kalpcLoanTransport) Available(Env, int) error {
-	return unavailable("pkg/alpc has no zero-copy loan API yet")
-}
-
-func (kalpcLoanTransport) Serve(context.Context, Cell) (string, error) {
-	return "", kalpcLoanTransport{}.Available(Env{}, 0)
-}
-
-func (kalpcLoanTransport) Dial(context.Context, Cell, string) (Client, error) {
-	return nil, kalpcLoanTransport{}.Available(Env{}, 0)
-}
