@@ -18,6 +18,7 @@
 //	-transports LIST     transports to measure, in order (default all; see -list)
 //	-list                print the transports and exit
 //	-quick               short run for CI: sizes up to 1 MiB, 0.2 s per cell
+//	-rounds N            sweep all cells N times and report each cell's median round (default 1)
 //	-reply ack|echo      reply with 64 B (default) or with the request's bytes
 //	-warmup N            most warm-up round trips per cell (default 100)
 //	-warmup-time D       warm-up time bound per cell (default 500ms)
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		transports = fs.String("transports", "", "comma-separated transports to measure, in report order (default: all; see -list)")
 		list       = fs.Bool("list", false, "print the transports and exit")
 		quick      = fs.Bool("quick", false, "short run for CI: sizes up to 1 MiB, about 0.2 s per cell")
+		rounds     = fs.Int("rounds", 1, "measure every cell this many times, one sweep after another, and report each cell's median round")
 		reply      = fs.String("reply", bench.ReplyAck, "reply with 64 B (ack) or with the request's bytes (echo)")
 		warmup     = fs.Int("warmup", 0, "most warm-up round trips per cell (default 100; -quick 20)")
 		warmupTime = fs.Duration("warmup-time", 0, "warm-up time bound per cell (default 500ms; -quick 100ms)")
@@ -133,6 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	setDuration(&opts.WarmupTime, *warmupTime)
 	setDuration(&opts.CellTime, *cellTime)
 	setDuration(&opts.OpTimeout, *opTimeout)
+	opts.Rounds = *rounds
 	opts.Reply = *reply
 	opts.Netns = bench.NetnsMode(*netns)
 	opts.CPUProfileDir = *cpuprofile

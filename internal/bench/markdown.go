@@ -27,8 +27,12 @@ func (rep *Report) Markdown(plot string) string {
 	if s.Reply == ReplyEcho {
 		reply = "a reply of the same size (echo)"
 	}
-	fmt.Fprintf(&b, "- Each round trip sends a request of the given size and waits for %s. Per cell: fresh processes, up to %d warm-up round trips (%.2g s), then up to %d round trips for at most %.2g s (at least %d).\n\n",
+	fmt.Fprintf(&b, "- Each round trip sends a request of the given size and waits for %s. Per cell: fresh processes, up to %d warm-up round trips (%.2g s), then up to %d round trips for at most %.2g s (at least %d).",
 		reply, s.Warmup, s.WarmupTimeSeconds, s.Iterations, s.CellTimeSeconds, s.MinIterations)
+	if s.Rounds > 1 {
+		fmt.Fprintf(&b, " Every cell ran in each of %d rounds (one sweep of all cells after another); the table shows each cell's median round.", s.Rounds)
+	}
+	b.WriteString("\n\n")
 
 	if plot != "" {
 		fmt.Fprintf(&b, "![Round-trip p50 against payload size, log-log](%s)\n\n", plot)

@@ -41,6 +41,10 @@ type Options struct {
 	// Transports names the transports to measure, in report order.
 	// Defaults to every registered transport.
 	Transports []string
+	// Rounds is how many times every cell is measured, one sweep of all
+	// cells after another; each cell reports its median round. Defaults to
+	// 1.
+	Rounds int
 	// Reply is ReplyAck or ReplyEcho. Defaults to ReplyAck.
 	Reply string
 	// Warmup is the most warm-up round trips per cell (at least one is
@@ -98,6 +102,9 @@ func (o Options) withDefaults() (Options, error) {
 			o.Transports = append(o.Transports, t.Info().Name)
 		}
 	}
+	if o.Rounds == 0 {
+		o.Rounds = 1
+	}
 	if o.Reply == "" {
 		o.Reply = ReplyAck
 	}
@@ -150,6 +157,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("reply mode %q: want %q or %q", o.Reply, ReplyAck, ReplyEcho)
 	case o.Netns != NetnsAuto && o.Netns != NetnsOn && o.Netns != NetnsOff:
 		return o, fmt.Errorf("netns mode %q: want auto, on or off", o.Netns)
+	case o.Rounds < 1 || o.Rounds > 100:
+		return o, fmt.Errorf("rounds %d outside [1, 100]", o.Rounds)
 	case o.Warmup < 0 || o.Iterations < 1 || o.MinIterations < 1 || o.MinIterations > o.Iterations:
 		return o, fmt.Errorf("iterations: want warmup >= 0 and 1 <= min-iterations (%d) <= iterations (%d)", o.MinIterations, o.Iterations)
 	case o.WarmupTime < 0 || o.CellTime <= 0 || o.OpTimeout <= 0:

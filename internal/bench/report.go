@@ -60,6 +60,7 @@ type Report struct {
 // Settings are a run's parameters.
 type Settings struct {
 	SizesBytes        []int   `json:"sizes_bytes"`
+	Rounds            int     `json:"rounds"`
 	Reply             string  `json:"reply"`
 	Warmup            int     `json:"warmup"`
 	WarmupTimeSeconds float64 `json:"warmup_time_seconds"`
@@ -72,6 +73,7 @@ type Settings struct {
 func newSettings(o *Options) Settings {
 	return Settings{
 		SizesBytes:        o.Sizes,
+		Rounds:            o.Rounds,
 		Reply:             o.Reply,
 		Warmup:            o.Warmup,
 		WarmupTimeSeconds: o.WarmupTime.Seconds(),
@@ -98,8 +100,12 @@ type Result struct {
 	Ops int `json:"ops"`
 	// ElapsedSeconds is the measured phase's wall-clock time.
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
-	// RTT summarises the measured round trips (status ok only).
+	// RTT summarises the measured round trips of the median round (status
+	// ok only).
 	RTT *Latency `json:"rtt,omitempty"`
+	// RoundsP50NS is the p50 of every round, in the order they ran (status
+	// ok only); RTT and the other figures come from the median one.
+	RoundsP50NS []int64 `json:"rounds_p50_ns,omitempty"`
 	// ThroughputBytesPerSecond is request payload bytes delivered per
 	// second: Size × Ops / ElapsedSeconds.
 	ThroughputBytesPerSecond float64 `json:"throughput_bytes_per_second"`

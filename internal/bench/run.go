@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -52,25 +54,47 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 
 	start := time.Now()
-	total := len(o.Transports) * len(o.Sizes)
-	failed := 0
 	for _, name := range o.Transports {
 		t, _ := lookup(name)
 		rep.Transports = append(rep.Transports, t.Info())
-		for _, size := range o.Sizes {
-			if err := ctx.Err(); err != nil {
-				return rep, err
+	}
+	// Rounds sweep every cell in turn, so that a noisy spell of the machine
+	// hits all transports alike rather than one of them; each cell then
+	// reports its median round.
+	total := len(o.Transports) * len(o.Sizes)
+	rounds := make([][]Result, total)
+	for round := 1; round <= o.Rounds; round++ {
+		i := 0
+		for _, name := range o.Transports {
+			t, _ := lookup(name)
+			for _, size := range o.Sizes {
+				i++
+				if round > 1 && rounds[i-1][0].Status != StatusOK {
+					continue // unavailable or failed: once is enough
+				}
+				if err := ctx.Err(); err != nil {
+					return rep, err
+				}
+				res := r.runCell(ctx, t, size)
+				if err := ctx.Err(); err != nil {
+					return rep, err // a cell cut short by the interrupt is no result
+				}
+				rounds[i-1] = append(rounds[i-1], res)
+				prefix := fmt.Sprintf("[%d/%d]", i, total)
+				if o.Rounds > 1 {
+					prefix = fmt.Sprintf("[round %d/%d, %d/%d]", round, o.Rounds, i, total)
+				}
+				r.logf("%s %s", prefix, res.summary())
 			}
-			res := r.runCell(ctx, t, size)
-			if err := ctx.Err(); err != nil {
-				return rep, err // a cell cut short by the interrupt is no result
-			}
-			rep.Results = append(rep.Results, res)
-			if res.Status == StatusFailed {
-				failed++
-			}
-			r.logf("[%d/%d] %s", len(rep.Results), total, res.summary())
 		}
+	}
+	failed := 0
+	for _, rs := range rounds {
+		res := medianRound(rs)
+		if res.Status == StatusFailed {
+			failed++
+		}
+		rep.Results = append(rep.Results, res)
 	}
 	rep.DurationSeconds = time.Since(start).Seconds()
 	rep.Ratios = evaluateRatios(rep)
@@ -78,6 +102,24 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		return rep, fmt.Errorf("%d of %d cells failed (see the report's notes)", failed, total)
 	}
 	return rep, nil
+}
+
+// medianRound merges a cell's rounds: a failed round fails the cell;
+// otherwise the cell reports the round with the median p50 (the lower
+// middle one for an even count), plus every round's p50.
+func medianRound(rs []Result) Result {
+	for _, r := range rs {
+		if r.Status != StatusOK {
+			return r
+		}
+	}
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b Result) int { return cmp.Compare(a.RTT.P50NS, b.RTT.P50NS) })
+	out := sorted[(len(sorted)-1)/2]
+	for _, r := range rs {
+		out.RoundsP50NS = append(out.RoundsP50NS, r.RTT.P50NS)
+	}
+	return out
 }
 
 type runner struct {
