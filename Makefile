@@ -40,6 +40,14 @@ test: envtest ## Run all tests with -race (uses real processes, sockets, memfds 
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s; try FUZZTIME=10m).
 	hack/fuzz.sh $(FUZZTIME)
 
+.PHONY: chaos
+chaos: ## Kill peers with SIGKILL at random points, ITERATIONS times (default 10000), checking for leaks.
+	KALPC_CHAOS_ITERATIONS=$(or $(ITERATIONS),10000) $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v ./pkg/alpc/
+
+.PHONY: soak
+soak: ## Random traffic (0-64 MiB), connects and kills for DURATION (default 10m); fails on growth.
+	KALPC_SOAK_DURATION=$(or $(DURATION),10m) $(GO) test -race -count=1 -timeout 0 -run '^TestSoak$$' -v ./pkg/alpc/
+
 .PHONY: bench
 bench: ## Run the Go benchmarks (kalpc against its baselines, in one run).
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/...

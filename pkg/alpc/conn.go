@@ -33,6 +33,10 @@ type Limits struct {
 	MaxMessageSize int64
 	// MaxPendingCalls is the most requests in flight per direction.
 	MaxPendingCalls int
+	// MaxSectionBytes is the shared memory this side may lend its peer.
+	MaxSectionBytes int64
+	// DirectAccess reports whether both sides allow direct-access grants.
+	DirectAccess bool
 }
 
 // Conn is one end of a private, bidirectional kalpc channel. Both ends are
@@ -52,7 +56,8 @@ type Conn struct {
 	// acceptMsg is the server's reply to the connection message (client side).
 	acceptMsg []byte
 
-	nextID atomic.Uint64
+	nextID    atomic.Uint64
+	nextGrant atomic.Uint64
 	// slots holds one token per request in flight to the peer.
 	slots chan struct{}
 	// congested serialises the slow (socket buffer full) write path so
@@ -84,7 +89,9 @@ type Conn struct {
 	oneWayRunning bool
 	oneWayActive  int
 	credits       uint32
-	err           error // why the Conn ended; set once
+	// regions the peer granted us, by grant id.
+	regions map[uint64]*RemoteRegion
+	err     error // why the Conn ended; set once
 
 	done       chan struct{}
 	readerDone chan struct{}
@@ -133,6 +140,7 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		congested:  make(chan struct{}, 1),
 		calls:      make(map[uint64]*call),
 		serving:    make(map[uint64]*Request),
+		regions:    make(map[uint64]*RemoteRegion),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		baseCtx:    ctx,
@@ -153,7 +161,13 @@ func (c *Conn) AcceptMessage() []byte { return c.acceptMsg }
 
 // Limits returns the connection's negotiated limits.
 func (c *Conn) Limits() Limits {
-	return Limits{InlineLimit: c.lim.sendInline, MaxMessageSize: c.lim.maxMessage, MaxPendingCalls: c.lim.window}
+	return Limits{
+		InlineLimit:     c.lim.sendInline,
+		MaxMessageSize:  c.lim.maxMessage,
+		MaxPendingCalls: c.lim.window,
+		MaxSectionBytes: c.lim.sendSections,
+		DirectAccess:    c.lim.directAccess,
+	}
 }
 
 // Done is closed when the connection has ended; Err then says why.
@@ -207,6 +221,7 @@ func (c *Conn) fail(err error) {
 	// been told.
 	c.closeOut()
 	c.closeIn()
+	c.closeRegions()
 }
 
 func (c *Conn) endErr() error {
@@ -580,6 +595,13 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 		return c.addSection(&h, fds[0])
 	case wire.TypeRelease:
 		return c.receiveRelease(payload)
+	case wire.TypeDrop:
+		return c.receiveDrop(h.ID)
+	case wire.TypeGrant:
+		return c.receiveGrant(&h, fds[0])
+	case wire.TypeRevoke:
+		c.receiveRevoke(h.ID)
+		return nil
 	case wire.TypeCredit:
 		c.mu.Lock()
 		if int(h.Aux32) > c.oneWayOut {

@@ -289,7 +289,7 @@ func TestLocalLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got, want := c.Limits(), (Limits{InlineLimit: 1024, MaxMessageSize: 1 << 20, MaxPendingCalls: 2}); got != want {
+	if got, want := c.Limits(), (Limits{InlineLimit: 1024, MaxMessageSize: 1 << 20, MaxPendingCalls: 2, MaxSectionBytes: DefaultMaxSectionBytes}); got != want {
 		t.Errorf("Limits() = %+v, want %+v", got, want)
 	}
 	if _, err := c.Call(t.Context(), make([]byte, 1<<20+1)); !errors.Is(err, ErrTooLarge) {

@@ -28,7 +28,8 @@ func (f HandlerFunc) ServeALPC(ctx context.Context, req *Request) ([]byte, error
 
 var _ Handler = HandlerFunc(nil)
 
-// Request is a request received from the peer.
+// Request is a request received from the peer. Its methods are meant for the
+// handler serving it and are not safe for concurrent use.
 type Request struct {
 	conn    *Conn
 	id      uint64

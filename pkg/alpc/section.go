@@ -28,8 +28,9 @@ const (
 	// minSectionSize is the size of a section created for small payloads.
 	minSectionSize = 4 << 20
 	// keepSectionSize: fully released sections up to this size are kept for
-	// reuse; larger ones are unmapped at once to give the memory back.
-	keepSectionSize = 64 << 20
+	// reuse (until the budget needs their room); larger ones are dropped at
+	// once to give the memory back.
+	keepSectionSize = 256 << 20
 	// maxSections bounds the sections one side maps from its peer.
 	maxSections = 4096
 	// requiredSeals must be set on every section a peer hands us.
@@ -144,7 +145,13 @@ func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 		}
 		size := min(max(alignUp(need, 2<<20), minSectionSize), p.limit)
 		if p.total+size > p.limit {
-			p.evictIdle(p.total + size - p.limit)
+			if idle := p.takeIdle(p.total + size - p.limit); len(idle) > 0 {
+				p.mu.Unlock()
+				if err := c.dropSections(ctx, idle); err != nil {
+					return buffer{}, err
+				}
+				continue
+			}
 		}
 		if p.total+size <= p.limit {
 			p.total += size
@@ -172,20 +179,44 @@ func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 	}
 }
 
-// evictIdle unmaps fully released sections until at least want bytes are
-// freed (or none is left). Called with p.mu held.
-func (p *outPool) evictIdle(want int64) {
+// takeIdle removes fully released sections from the pool until at least
+// want bytes are found (or none is left) and returns them for dropSections.
+// Their bytes stay counted until the peer has been told. Called with p.mu
+// held.
+func (p *outPool) takeIdle(want int64) []*outSection {
+	var idle []*outSection
 	for id, s := range p.secs {
 		if want <= 0 {
-			return
+			break
 		}
 		if s.announced && s.idle() {
-			_ = sys.Munmap(s.mem)
 			delete(p.secs, id)
-			p.total -= s.size
+			idle = append(idle, s)
 			want -= s.size
 		}
 	}
+	return idle
+}
+
+// dropSections retires sections taken from the pool: the peer is told
+// (before any section announced later, so its budget follows ours), then
+// they are unmapped and their bytes returned to the budget.
+func (c *Conn) dropSections(ctx context.Context, secs []*outSection) error {
+	var err error
+	for _, s := range secs {
+		h := wire.Header{Type: wire.TypeDrop, ID: uint64(s.id)}
+		if err == nil {
+			err = c.write(ctx, &h, nil, nil)
+		}
+		_ = sys.Munmap(s.mem)
+		c.out.mu.Lock()
+		if !c.out.closed { // closeOut already zeroed the total
+			c.out.total -= s.size
+		}
+		c.out.mu.Unlock()
+	}
+	c.out.broadcast()
+	return err
 }
 
 // newSection creates, seals and announces section id, with its first
@@ -272,9 +303,12 @@ func (c *Conn) freeBuffer(id uint32, off, n int64, fromPeer bool) error {
 	}
 	s.give(off, need)
 	if s.idle() && s.size > keepSectionSize {
+		// Give large sections' memory back at once. Dropping writes to
+		// the socket, which the reader (our caller) must never wait on.
 		delete(p.secs, id)
-		p.total -= s.size
-		_ = sys.Munmap(s.mem)
+		p.mu.Unlock()
+		go func() { _ = c.dropSections(c.baseCtx, []*outSection{s}) }()
+		return nil
 	}
 	p.mu.Unlock()
 	p.broadcast()
@@ -515,3 +549,22 @@ func (c *Conn) receiveRelease(payload []byte) error {
 
 // errReleased is the panic value for use of a released View or Loan.
 var errReleased = errors.New("alpc: use of a released buffer")
+
+// receiveDrop retires a section the peer will not reference again.
+func (c *Conn) receiveDrop(id uint64) error {
+	p := c.in
+	p.mu.Lock()
+	s := p.secs[uint32(id)]
+	if id > 1<<32-1 || s == nil {
+		p.mu.Unlock()
+		return protocolErrorf("drop of unknown section %d", id)
+	}
+	delete(p.secs, s.id)
+	p.total -= s.size
+	unmap := s.refs == 0
+	p.mu.Unlock()
+	if unmap {
+		_ = sys.Munmap(s.mem)
+	}
+	return nil
+}

@@ -197,7 +197,9 @@ func TestSenderKilledMidTransfer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("receiver did not notice the sender's death")
 	}
-	if d := time.Since(killed); d > 100*time.Millisecond {
+	d := time.Since(killed)
+	t.Logf("receiver saw the sender's death %v after kill -9", d)
+	if d > 100*time.Millisecond {
 		t.Errorf("receiver saw peer death after %v; want within 100ms", d)
 	}
 	if !errors.Is(server.Err(), ErrPeerClosed) {
