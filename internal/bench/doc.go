@@ -31,10 +31,10 @@
 // # Transports
 //
 // Transports implement the Transport interface and are registered, in
-// report order, with Register. Rows that depend on APIs not yet in pkg/alpc
-// (zero-copy loans, gRPC over kalpc) are registered already and report
-// every cell as unavailable with the reason, so that the report's shape does
-// not change when they land.
+// report order, with Register. A transport that cannot carry a size (kalpc
+// inline above the inline limit, the veth row without namespaces) reports
+// that cell as unavailable with the reason, so a report always has every
+// row.
 //
 // # Output
 //

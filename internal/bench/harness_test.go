@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// alpcMinInline is the size up to which kalpc-section is unavailable.
+const alpcMinInline = 256
+
 // tinyOptions keep an end-to-end run to a few seconds, even with -race.
 func tinyOptions(t *testing.T, mode NetnsMode) Options {
 	return Options{
@@ -67,15 +70,15 @@ func TestRunEndToEnd(t *testing.T) {
 			name:            "netns",
 			mode:            NetnsOn,
 			wantMode:        ModeNetns,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix"},
-			wantUnavailable: []string{"grpc-kalpc-compat"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
+			wantUnavailable: []string{"kalpc-section"}, // 64 B only; 4 KiB goes through a section
 		},
 		{
 			name:            "loopback",
 			mode:            NetnsOff,
 			wantMode:        ModeLoopback,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-loopback", "grpc-unix"},
-			wantUnavailable: []string{"grpc-tcp-veth", "grpc-kalpc-compat"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
+			wantUnavailable: []string{"grpc-tcp-veth", "kalpc-section"},
 		},
 	}
 	for _, tt := range tests {
@@ -108,6 +111,9 @@ func TestRunEndToEnd(t *testing.T) {
 					}
 				}
 				for _, name := range tt.wantUnavailable {
+					if name == "kalpc-section" && size > alpcMinInline {
+						continue
+					}
 					if r, _ := rep.result(name, size); r.Status != StatusUnavailable || r.Note == "" {
 						t.Errorf("%s at %d B: status %q note %q, want unavailable with a reason", name, size, r.Status, r.Note)
 					}
@@ -245,7 +251,7 @@ func checkOutputs(t *testing.T, rep *Report) {
 	t.Helper()
 	dir := t.TempDir()
 	md := rep.Markdown("rtt.png")
-	for _, want := range []string{"| transport | size | p50 |", "kalpc inline (Call)", "### Ratios", "### Not measured", "gRPC over kalpc (compat)"} {
+	for _, want := range []string{"| transport | size | p50 |", "kalpc inline (Call)", "### Ratios", "### Not measured", "gRPC over kalpc (native)"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

@@ -53,6 +53,9 @@ var ratioDefs = []ratioDef{
 	{id: "kalpc-60kib-p50-vs-raw-seqpacket", desc: "60 KiB round trip p50: kalpc inline / raw SOCK_SEQPACKET", num: "kalpc-inline", den: "raw-seqpacket", numSize: 60 << 10, denSize: 60 << 10, metric: metricP50},
 	{id: "kalpc-60kib-throughput-vs-grpc-veth", desc: "60 KiB throughput: kalpc inline / gRPC TCP over veth", num: "kalpc-inline", den: "grpc-tcp-veth", numSize: 60 << 10, denSize: 60 << 10, metric: metricThroughput},
 	{id: "raw-seqpacket-16mib-throughput-vs-copy", desc: "16 MiB throughput: raw SOCK_SEQPACKET (64 KiB records) / one in-process copy()", num: "raw-seqpacket", den: "copy", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput},
+	{id: "grpc-veth-64b-p50-vs-grpc-kalpc-native", desc: "64 B round trip p50: gRPC TCP over veth / gRPC over kalpc (native)", num: "grpc-tcp-veth", den: "grpc-kalpc-native", numSize: 64, denSize: 64, metric: metricP50},
+	{id: "grpc-veth-64b-p50-vs-grpc-kalpc-compat", desc: "64 B round trip p50: gRPC TCP over veth / gRPC over kalpc (compat)", num: "grpc-tcp-veth", den: "grpc-kalpc-compat", numSize: 64, denSize: 64, metric: metricP50},
+	{id: "grpc-kalpc-native-16mib-throughput-vs-grpc-veth", desc: "16 MiB throughput: gRPC over kalpc (native) / gRPC TCP over veth", num: "grpc-kalpc-native", den: "grpc-tcp-veth", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput},
 	{id: "grpc-veth-16mib-throughput-vs-copy", desc: "16 MiB throughput: gRPC TCP over veth / one in-process copy()", num: "grpc-tcp-veth", den: "copy", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput},
 }
 

@@ -128,8 +128,9 @@ func lookup(name string) (Transport, bool) {
 }
 
 // The built-in transports, registered in report order: floors first, then
-// kalpc, then what users run today. Transports added elsewhere (gRPC over
-// kalpc) are appended after these.
+// kalpc, then what users run today, then gRPC over kalpc. A new transport
+// implements Transport and is registered here (or with Register from its
+// own init), which adds its rows to every report.
 func init() {
 	Register(copyTransport{})
 	Register(rawSeqpacketTransport{})

@@ -3,11 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
 )
 
 // grpcMaxMessage lifts grpc-go's default 4 MiB message limit so that every
@@ -90,16 +93,20 @@ func (t grpcTransport) Dial(_ context.Context, cell Cell, addr string) (Client, 
 	if err != nil {
 		return nil, err
 	}
+	return newGRPCClient(cc, cc, cell), nil
+}
+
+func newGRPCClient(cc grpc.ClientConnInterface, closer io.Closer, cell Cell) *grpcClient {
 	return &grpcClient{
-		cc:        cc,
+		closer:    closer,
 		client:    testpb.NewTestServiceClient(cc),
 		req:       &testpb.SimpleRequest{ResponseSize: int32(cell.ReplySize), Payload: &testpb.Payload{Body: newPayload(cell.Size)}},
 		replySize: cell.ReplySize,
-	}, nil
+	}
 }
 
 type grpcClient struct {
-	cc        *grpc.ClientConn
+	closer    io.Closer
 	client    testpb.TestServiceClient
 	req       *testpb.SimpleRequest
 	replySize int
@@ -116,32 +123,72 @@ func (c *grpcClient) RoundTrip(ctx context.Context) error {
 	return nil
 }
 
-func (c *grpcClient) Close() error { return c.cc.Close() }
+func (c *grpcClient) Close() error { return c.closer.Close() }
 
-// grpcKalpcTransport is the slot for gRPC over kalpc (pkg/alpc/grpc): the
-// "compat" row runs grpc-go's HTTP/2 transport over a net.Conn adapter on a
-// kalpc connection, the "native" row a gRPC channel that maps each unary
-// call onto one alpc Call. Until that package lands on main, both rows are
-// reported unavailable. To wire it in, implement Serve and Dial here with
-// the same grpc.testing service as grpcTransport (reuse grpcServer and
-// grpcClient) and drop the Available check.
+// grpcKalpcTransport measures the same grpc.testing UnaryCall over kalpc
+// (pkg/alpc/grpc). The "compat" row runs grpc-go's own HTTP/2 client and
+// server over alpcgrpc's net.Conn byte streams on a kalpc connection; the
+// "native" row runs the generated stubs on alpcgrpc's ClientConn and Server,
+// where one unary call is one kalpc Call (and a large message travels in a
+// section).
 type grpcKalpcTransport struct{ native bool }
 
 func (t grpcKalpcTransport) Info() Info {
 	if t.native {
-		return Info{Name: "grpc-kalpc-native", Label: "gRPC over kalpc (native)", Path: "grpc-go API with a native kalpc channel: one unary call is one alpc Call", Placement: CrossNamespace}
+		return Info{Name: "grpc-kalpc-native", Label: "gRPC over kalpc (native)", Path: "grpc-go stubs on alpcgrpc.ClientConn/Server: one unary call is one alpc Call, no HTTP/2", Placement: CrossNamespace}
 	}
-	return Info{Name: "grpc-kalpc-compat", Label: "gRPC over kalpc (compat)", Path: "grpc-go HTTP/2 transport over a net.Conn adapter on a kalpc connection", Placement: CrossNamespace}
+	return Info{Name: "grpc-kalpc-compat", Label: "gRPC over kalpc (compat)", Path: "grpc-go HTTP/2 client and server over alpcgrpc net.Conn byte streams on a kalpc connection", Placement: CrossNamespace}
 }
 
-func (grpcKalpcTransport) Available(Env, int) error {
-	return unavailable("pkg/alpc/grpc has not landed yet")
+func (grpcKalpcTransport) Available(Env, int) error { return nil }
+
+func (t grpcKalpcTransport) Serve(ctx context.Context, cell Cell) (string, error) {
+	impl := &grpcServer{cell: cell, ack: &testpb.SimpleResponse{Payload: &testpb.Payload{Body: newPayload(cell.ReplySize)}}}
+	if t.native {
+		s := alpcgrpc.NewServer(alpcgrpc.MaxRecvMsgSize(grpcMaxMessage), alpcgrpc.MaxSendMsgSize(grpcMaxMessage))
+		testpb.RegisterTestServiceServer(s, impl)
+		l, err := s.Listen(cell.SocketPath, nil)
+		if err != nil {
+			return "", err
+		}
+		go func() { _ = s.Serve(l) }()
+		go func() {
+			<-ctx.Done()
+			s.Stop()
+		}()
+		return cell.SocketPath, nil
+	}
+	l, err := alpcgrpc.Listen(cell.SocketPath, nil)
+	if err != nil {
+		return "", err
+	}
+	s := grpc.NewServer(grpc.MaxRecvMsgSize(grpcMaxMessage), grpc.MaxSendMsgSize(grpcMaxMessage))
+	testpb.RegisterTestServiceServer(s, impl)
+	go func() { _ = s.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		s.Stop()
+	}()
+	return cell.SocketPath, nil
 }
 
-func (t grpcKalpcTransport) Serve(context.Context, Cell) (string, error) {
-	return "", t.Available(Env{}, 0)
-}
-
-func (t grpcKalpcTransport) Dial(context.Context, Cell, string) (Client, error) {
-	return nil, t.Available(Env{}, 0)
+func (t grpcKalpcTransport) Dial(_ context.Context, cell Cell, addr string) (Client, error) {
+	callOpts := grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcMaxMessage), grpc.MaxCallSendMsgSize(grpcMaxMessage))
+	var cc grpc.ClientConnInterface
+	var closer io.Closer
+	if t.native {
+		c, err := alpcgrpc.NewClient(addr, alpcgrpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(grpcMaxMessage), grpc.MaxCallSendMsgSize(grpcMaxMessage)))
+		if err != nil {
+			return nil, err
+		}
+		cc, closer = c, c
+	} else {
+		var d alpcgrpc.Dialer
+		c, err := grpc.NewClient("passthrough:///"+addr, d.DialOption(), grpc.WithTransportCredentials(insecure.NewCredentials()), callOpts)
+		if err != nil {
+			return nil, err
+		}
+		cc, closer = c, c
+	}
+	return newGRPCClient(cc, closer, cell), nil
 }
