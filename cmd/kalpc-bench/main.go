@@ -56,10 +56,11 @@ func main() {
 		os.Exit(bench.ChildMain(os.Args))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	// Signals stay caught until main returns, so a second interrupt cannot
+	// Signals stay caught until run returns, so a second interrupt cannot
 	// cut the cleanup short.
-	defer stop()
-	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

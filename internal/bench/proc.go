@@ -113,7 +113,7 @@ func (c *child) expect(ctx context.Context, want string, timeout time.Duration) 
 	case ev, ok := <-c.events:
 		if !ok {
 			<-c.waited
-			return event{}, fmt.Errorf("%s process exited (%v) before sending %q%s", c.role, c.err, want, c.stderrTail())
+			return event{}, fmt.Errorf("%s process exited (%w) before sending %q%s", c.role, c.err, want, c.stderrTail())
 		}
 		switch ev.Event {
 		case want:

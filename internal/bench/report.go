@@ -201,15 +201,19 @@ func (rep *Report) result(transport string, size int) (Result, bool) {
 func shellJoin(argv []string) string {
 	out := make([]string, len(argv))
 	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=,:+@%", r))
-		}) < 0 {
+		if a != "" && strings.IndexFunc(a, needsQuote) < 0 {
 			out[i] = a
 			continue
 		}
 		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(out, " ")
+}
+
+// needsQuote reports whether r makes a shell word need quoting.
+func needsQuote(r rune) bool {
+	safe := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=,:+@%", r)
+	return !safe
 }
 
 // formatNS renders nanoseconds with three significant digits.
