@@ -10,6 +10,9 @@ GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # FUZZTIME bounds each fuzz target in `make test` (CI); `make fuzz` runs longer.
 FUZZTIME      ?= 10s
 BENCHTIME     ?= 2s
+# BENCH_FLAGS are extra kalpc-bench flags for bench-harness and bench-report
+# (e.g. BENCH_FLAGS=-quick, or BENCH_FLAGS='-sizes 64,16MiB -cpuprofile _out/pprof').
+BENCH_FLAGS   ?=
 export GOFLAGS := -buildvcs=false
 
 ##@ General
@@ -48,6 +51,16 @@ soak: ## Random traffic (0-64 MiB), connects and kills for DURATION (default 10m
 .PHONY: bench
 bench: ## Run the Go benchmarks (kalpc against its baselines, in one run).
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/...
+
+.PHONY: bench-harness
+bench-harness: ## Run the kalpc-bench harness (two network namespaces when root) into _out/bench; add flags with BENCH_FLAGS.
+	$(GO) build -o _out/kalpc-bench ./cmd/kalpc-bench
+	_out/kalpc-bench -out _out/bench $(BENCH_FLAGS)
+
+.PHONY: bench-report
+bench-report: ## Run the full kalpc-bench harness (3 rounds, ~5 min) and update docs/performance.md and docs/bench/ (commit them).
+	$(GO) build -o _out/kalpc-bench ./cmd/kalpc-bench
+	_out/kalpc-bench -rounds 3 -out docs/bench -update-doc docs/performance.md $(BENCH_FLAGS)
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, installed into bin/).
