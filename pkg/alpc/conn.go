@@ -82,6 +82,9 @@ type Conn struct {
 	// for one of the MaxConcurrentHandlers.
 	running   int
 	callQueue fifo
+	// idle hands calls to workers waiting in idleWait.
+	idle        chan *Request
+	idleWorkers int
 	// One-way requests are handled one at a time, in order, by a single
 	// worker (a message queue), apart from calls. oneWayActive counts those
 	// queued or running; credits those finished but not yet credited.
@@ -141,6 +144,7 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		calls:      make(map[uint64]*call),
 		serving:    make(map[uint64]*Request),
 		regions:    make(map[uint64]*RemoteRegion),
+		idle:       make(chan *Request),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		baseCtx:    ctx,
@@ -710,6 +714,13 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 	c.inflight++
 	c.mu.Unlock()
 	if start {
+		if !oneWay {
+			select {
+			case c.idle <- req: // an idle worker takes it, with its grown stack
+				return nil
+			default:
+			}
+		}
 		go c.serve(req)
 	}
 	return nil
@@ -753,9 +764,38 @@ func (c *Conn) serve(req *Request) {
 			}
 		} else {
 			c.answer(req, resp, herr)
+			if next == nil {
+				next = c.idleWait()
+			}
 		}
 		req = next
 	}
+}
+
+// maxIdleWorkers is how many call workers per Conn wait for the next call
+// instead of exiting, so that a steady stream of calls reuses goroutines
+// (and their grown stacks) instead of starting one per call.
+const maxIdleWorkers = 2
+
+// idleWait parks a call worker until the reader hands it a call, or returns
+// nil if enough workers are idle already or the connection ends.
+func (c *Conn) idleWait() *Request {
+	c.mu.Lock()
+	if c.idleWorkers >= maxIdleWorkers || c.err != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	c.idleWorkers++
+	c.mu.Unlock()
+	var req *Request
+	select {
+	case req = <-c.idle:
+	case <-c.done:
+	}
+	c.mu.Lock()
+	c.idleWorkers--
+	c.mu.Unlock()
+	return req
 }
 
 func (c *Conn) invoke(req *Request) (resp []byte, err error) {
