@@ -209,8 +209,14 @@ func (c *Conn) fail(err error) {
 	c.err = err
 	calls := c.calls
 	c.calls = nil
-	c.callQueue = fifo{}
-	c.oneWayQueue = fifo{}
+	// Requests still queued will never run: finish them below so that
+	// their contexts and any shared memory they hold are released.
+	var dropped []*Request
+	for _, q := range []*fifo{&c.callQueue, &c.oneWayQueue} {
+		for r := q.pop(); r != nil; r = q.pop() {
+			dropped = append(dropped, r)
+		}
+	}
 	c.mu.Unlock()
 
 	_ = c.sock.Close()
@@ -220,6 +226,9 @@ func (c *Conn) fail(err error) {
 		if !cl.abandoned {
 			cl.ch <- callResult{err: err}
 		}
+	}
+	for _, r := range dropped {
+		r.finish()
 	}
 	// Unmapping large sections takes a while: after everyone waiting has
 	// been told.

@@ -431,3 +431,40 @@ func TestSectionExhaustion(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// Requests queued behind a busy handler when the connection ends never
+// run; the shared memory they reference must still be released.
+func TestQueuedSectionRequestsReleasedOnClose(t *testing.T) {
+	checkLeaks(t)
+	baseMaps := sectionMaps(t)
+	entered := make(chan struct{}, 10)
+	l, path := listenTest(t, &Config{MaxConcurrentHandlers: 1, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+		entered <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})})
+	conns := make(chan *Conn, 1)
+	go acceptInto(l, conns)
+	c, err := Dial(t.Context(), path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-conns
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { _, _ = c.Call(context.Background(), make([]byte, 1<<20)) })
+	}
+	<-entered // one runs, two wait in the queue
+	time.Sleep(100 * time.Millisecond)
+	c.Close()
+	wg.Wait()
+	<-server.Done()
+	server.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for sectionMaps(t) > baseMaps && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := sectionMaps(t); n > baseMaps {
+		t.Fatalf("%d section mappings left after the connection ended (baseline %d)", n, baseMaps)
+	}
+}
