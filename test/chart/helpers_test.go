@@ -191,4 +191,3 @@ func readYAMLDocs[T any](t testing.TB, path string) []*T {
 	}
 	return out
 }
-

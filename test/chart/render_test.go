@@ -721,4 +721,3 @@ func TestOptions(t *testing.T) {
 		})
 	}
 }
-
