@@ -591,4 +591,3 @@ func (e *installEnv) waitSidecarBinding(t *testing.T, namespace, sa string) {
 		return nil
 	})
 }
-
