@@ -10,6 +10,9 @@ GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # FUZZTIME bounds each fuzz target in `make test` (CI); `make fuzz` runs longer.
 FUZZTIME      ?= 10s
 BENCHTIME     ?= 2s
+# BENCH_FLAGS are extra kalpc-bench flags for bench-harness and bench-report
+# (e.g. BENCH_FLAGS=-quick, or BENCH_FLAGS='-sizes 64,16MiB -cpuprofile _out/pprof').
+BENCH_FLAGS   ?=
 export GOFLAGS := -buildvcs=false
 
 # Images: one per command under cmd/ (kalpc-operator, kalpc-sidecar,
@@ -48,9 +51,27 @@ test: envtest ## Run all tests with -race (uses real processes, sockets, memfds 
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s; try FUZZTIME=10m).
 	hack/fuzz.sh $(FUZZTIME)
 
+.PHONY: chaos
+chaos: ## Kill peers with SIGKILL at random points, ITERATIONS times (default 10000), checking for leaks.
+	KALPC_CHAOS_ITERATIONS=$(or $(ITERATIONS),10000) $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v ./pkg/alpc/
+
+.PHONY: soak
+soak: ## Random traffic (0-64 MiB), connects and kills for DURATION (default 10m); fails on growth.
+	KALPC_SOAK_DURATION=$(or $(DURATION),10m) $(GO) test -race -count=1 -timeout 0 -run '^TestSoak$$' -v ./pkg/alpc/
+
 .PHONY: bench
 bench: ## Run the Go benchmarks (kalpc against its baselines, in one run).
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/...
+
+.PHONY: bench-harness
+bench-harness: ## Run the kalpc-bench harness (two network namespaces when root) into _out/bench; add flags with BENCH_FLAGS.
+	$(GO) build -o _out/kalpc-bench ./cmd/kalpc-bench
+	_out/kalpc-bench -out _out/bench $(BENCH_FLAGS)
+
+.PHONY: bench-report
+bench-report: ## Run the full kalpc-bench harness (3 rounds, ~5 min) and update docs/performance.md and docs/bench/ (commit them).
+	$(GO) build -o _out/kalpc-bench ./cmd/kalpc-bench
+	_out/kalpc-bench -rounds 3 -out docs/bench -update-doc docs/performance.md $(BENCH_FLAGS)
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, installed into bin/).
@@ -70,6 +91,10 @@ manifests: generate ## Regenerate config/crd, config/rbac, config/webhook and ch
 .PHONY: test-operator
 test-operator: envtest ## Run the API and operator tests against a real API server (envtest), with -race.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 10m ./api/... ./internal/operator/... ./cmd/operator/...
+
+.PHONY: test-sidecar
+test-sidecar: envtest ## Run the sidecar tests: control protocol, node directory, and real pods in network namespaces against a real API server (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m ./internal/ctl/... ./internal/sidecar/... ./cmd/sidecar/...
 
 .PHONY: run-operator
 run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).

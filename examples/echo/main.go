@@ -35,7 +35,6 @@ func main() {
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var err error
 	switch os.Args[1] {
 	case "server":
@@ -48,6 +47,7 @@ func main() {
 		usage()
 	}
 	if err != nil {
+		stop()
 		log.Fatalf("%s: %v", os.Args[1], err)
 	}
 }

@@ -15,6 +15,9 @@ const (
 	DefaultInlineLimit = 63 << 10
 	// DefaultMaxMessageSize bounds any single message.
 	DefaultMaxMessageSize = 1 << 30
+	// DefaultMaxSectionBytes bounds the shared memory of one connection in
+	// each direction.
+	DefaultMaxSectionBytes = 1 << 30
 	// DefaultMaxPendingCalls bounds requests in flight per direction.
 	DefaultMaxPendingCalls = 1024
 	// DefaultMaxConcurrentHandlers bounds handlers running at once per Conn.
@@ -57,6 +60,20 @@ type Config struct {
 	// MaxMessageSize is the largest payload this side sends or receives.
 	// Defaults to DefaultMaxMessageSize (1 GiB).
 	MaxMessageSize int64
+
+	// MaxSectionBytes bounds the shared-memory sections of one connection in
+	// each direction: what this side creates to send large messages, and
+	// what it maps from its peer (a peer that announces more is a protocol
+	// violation). A sender whose sections are full waits for the peer to
+	// release buffers until its context ends, then fails with a *LimitError.
+	// Defaults to DefaultMaxSectionBytes (1 GiB). A message larger than
+	// this cannot be sent.
+	MaxSectionBytes int64
+
+	// AllowDirectAccess lets the peer grant this side direct access to its
+	// memory regions, and this side grant regions to the peer (both sides
+	// must allow it). Defaults to false.
+	AllowDirectAccess bool
 
 	// MaxPendingCalls is the most requests (calls and one-way messages) that
 	// may be in flight in each direction. A Call or Send beyond it waits for
@@ -101,6 +118,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.MaxPendingCalls == 0 {
 		out.MaxPendingCalls = DefaultMaxPendingCalls
 	}
+	if out.MaxSectionBytes == 0 {
+		out.MaxSectionBytes = DefaultMaxSectionBytes
+	}
 	if out.MaxConcurrentHandlers == 0 {
 		out.MaxConcurrentHandlers = DefaultMaxConcurrentHandlers
 	}
@@ -118,6 +138,8 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("alpc: config: InlineLimit %d outside [%d, %d]", out.InlineLimit, MinInlineLimit, MaxInlineLimit)
 	case out.MaxMessageSize < int64(out.InlineLimit):
 		return out, fmt.Errorf("alpc: config: MaxMessageSize %d is below InlineLimit %d", out.MaxMessageSize, out.InlineLimit)
+	case out.MaxSectionBytes < 0:
+		return out, fmt.Errorf("alpc: config: MaxSectionBytes %d is negative", out.MaxSectionBytes)
 	case out.MaxPendingCalls < 0 || out.MaxPendingCalls > 1<<20:
 		return out, fmt.Errorf("alpc: config: MaxPendingCalls %d outside [1, %d]", out.MaxPendingCalls, 1<<20)
 	case out.MaxConcurrentHandlers < 0:
@@ -133,11 +155,17 @@ func (c *Config) withDefaults() (Config, error) {
 }
 
 func (c *Config) params() wire.Params {
-	return wire.Params{
+	p := wire.Params{
 		InlineLimit:     uint32(c.InlineLimit),
 		MaxPendingCalls: uint32(c.MaxPendingCalls),
 		MaxMessageSize:  uint64(c.MaxMessageSize),
+		MaxSectionBytes: uint64(c.MaxSectionBytes),
+		Features:        wire.FeatureSections,
 	}
+	if c.AllowDirectAccess {
+		p.Features |= wire.FeatureDirectAccess
+	}
+	return p
 }
 
 // limits are a connection's negotiated limits.
@@ -147,7 +175,11 @@ type limits struct {
 	sendInline, recvInline int
 	maxMessage             int64
 	window                 int
-	peerFeatures           uint32
+	// sendSections is the shared memory we may lend the peer (its
+	// budget and ours); recvSections what we map from it.
+	sendSections, recvSections int64
+	// sections: the peer maps our sections; directAccess: both allow grants.
+	sections, directAccess bool
 }
 
 func negotiate(own *Config, peer wire.Params) limits {
@@ -156,7 +188,10 @@ func negotiate(own *Config, peer wire.Params) limits {
 		recvInline:   own.InlineLimit,
 		maxMessage:   min(own.MaxMessageSize, int64(min(peer.MaxMessageSize, 1<<62))),
 		window:       min(own.MaxPendingCalls, int(peer.MaxPendingCalls)),
-		peerFeatures: peer.Features,
+		sendSections: min(own.MaxSectionBytes, int64(min(peer.MaxSectionBytes, 1<<62))),
+		recvSections: own.MaxSectionBytes,
+		sections:     peer.Features&wire.FeatureSections != 0,
+		directAccess: own.AllowDirectAccess && peer.Features&wire.FeatureDirectAccess != 0,
 	}
 	return l
 }

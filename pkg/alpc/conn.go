@@ -33,6 +33,10 @@ type Limits struct {
 	MaxMessageSize int64
 	// MaxPendingCalls is the most requests in flight per direction.
 	MaxPendingCalls int
+	// MaxSectionBytes is the shared memory this side may lend its peer.
+	MaxSectionBytes int64
+	// DirectAccess reports whether both sides allow direct-access grants.
+	DirectAccess bool
 }
 
 // Conn is one end of a private, bidirectional kalpc channel. Both ends are
@@ -52,12 +56,17 @@ type Conn struct {
 	// acceptMsg is the server's reply to the connection message (client side).
 	acceptMsg []byte
 
-	nextID atomic.Uint64
+	nextID    atomic.Uint64
+	nextGrant atomic.Uint64
 	// slots holds one token per request in flight to the peer.
 	slots chan struct{}
 	// congested serialises the slow (socket buffer full) write path so
 	// that at most one thread per Conn blocks in poll.
 	congested chan struct{}
+
+	// out holds the sections we lend the peer; in those it lends us.
+	out *outPool
+	in  *inPool
 
 	mu sync.Mutex
 	// calls are our calls awaiting a reply, by id.
@@ -73,6 +82,9 @@ type Conn struct {
 	// for one of the MaxConcurrentHandlers.
 	running   int
 	callQueue fifo
+	// idle hands calls to workers waiting in idleWait.
+	idle        chan *Request
+	idleWorkers int
 	// One-way requests are handled one at a time, in order, by a single
 	// worker (a message queue), apart from calls. oneWayActive counts those
 	// queued or running; credits those finished but not yet credited.
@@ -80,7 +92,9 @@ type Conn struct {
 	oneWayRunning bool
 	oneWayActive  int
 	credits       uint32
-	err           error // why the Conn ended; set once
+	// regions the peer granted us, by grant id.
+	regions map[uint64]*RemoteRegion
+	err     error // why the Conn ended; set once
 
 	done       chan struct{}
 	readerDone chan struct{}
@@ -95,8 +109,19 @@ type call struct {
 }
 
 type callResult struct {
-	payload []byte
+	payload []byte          // inline reply
+	sp      *sectionPayload // or a reply in a peer's section
 	err     error
+}
+
+// take returns the reply's bytes, copying (and releasing) a section reply.
+func (r callResult) take(c *Conn) []byte {
+	if r.sp == nil {
+		return r.payload
+	}
+	out := append([]byte(nil), r.sp.bytes()...)
+	c.releasePayload(r.sp)
+	return out
 }
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan callResult, 1)} }}
@@ -118,10 +143,14 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		congested:  make(chan struct{}, 1),
 		calls:      make(map[uint64]*call),
 		serving:    make(map[uint64]*Request),
+		regions:    make(map[uint64]*RemoteRegion),
+		idle:       make(chan *Request),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		baseCtx:    ctx,
 		baseCancel: cancel,
+		out:        newOutPool(lim.sendSections),
+		in:         newInPool(lim.recvSections),
 	}
 	go c.readLoop()
 	return c
@@ -136,7 +165,13 @@ func (c *Conn) AcceptMessage() []byte { return c.acceptMsg }
 
 // Limits returns the connection's negotiated limits.
 func (c *Conn) Limits() Limits {
-	return Limits{InlineLimit: c.lim.sendInline, MaxMessageSize: c.lim.maxMessage, MaxPendingCalls: c.lim.window}
+	return Limits{
+		InlineLimit:     c.lim.sendInline,
+		MaxMessageSize:  c.lim.maxMessage,
+		MaxPendingCalls: c.lim.window,
+		MaxSectionBytes: c.lim.sendSections,
+		DirectAccess:    c.lim.directAccess,
+	}
 }
 
 // Done is closed when the connection has ended; Err then says why.
@@ -186,6 +221,11 @@ func (c *Conn) fail(err error) {
 			cl.ch <- callResult{err: err}
 		}
 	}
+	// Unmapping large sections takes a while: after everyone waiting has
+	// been told.
+	c.closeOut()
+	c.closeIn()
+	c.closeRegions()
 }
 
 func (c *Conn) endErr() error {
@@ -203,11 +243,35 @@ func (c *Conn) endErr() error {
 // ctx.Err() and tells the peer, whose handler's context is cancelled; a
 // deadline on ctx is also passed to the peer's handler.
 func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
-	if err := c.checkSize(len(payload)); err != nil {
+	r, err := c.roundTrip(ctx, len(payload), func(h *wire.Header) error {
+		return c.writePayload(ctx, h, payload)
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := c.acquireSlot(ctx); err != nil {
+	return r.take(c), nil
+}
+
+// CallView is Call, but a reply that arrived in shared memory is not copied:
+// the View reads it in place until released. Release it promptly: until
+// then the peer cannot reuse that memory.
+func (c *Conn) CallView(ctx context.Context, payload []byte) (*View, error) {
+	r, err := c.roundTrip(ctx, len(payload), func(h *wire.Header) error {
+		return c.writePayload(ctx, h, payload)
+	})
+	if err != nil {
 		return nil, err
+	}
+	return newView(c, r.payload, r.sp), nil
+}
+
+// roundTrip sends one request with send and waits for its answer.
+func (c *Conn) roundTrip(ctx context.Context, size int, send func(*wire.Header) error) (callResult, error) {
+	if err := c.checkSize(size); err != nil {
+		return callResult{}, err
+	}
+	if err := c.acquireSlot(ctx); err != nil {
+		return callResult{}, err
 	}
 	// The remaining time is measured after waiting for a slot, so the
 	// peer's deadline trails ours only by the message's transit time.
@@ -215,7 +279,7 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(dl); timeout <= 0 {
 			c.releaseSlots(1)
-			return nil, context.DeadlineExceeded
+			return callResult{}, context.DeadlineExceeded
 		}
 	}
 	id := c.nextID.Add(1)
@@ -226,13 +290,13 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		c.mu.Unlock()
 		c.releaseSlots(1)
 		callPool.Put(cl)
-		return nil, err
+		return callResult{}, err
 	}
 	c.calls[id] = cl
 	c.mu.Unlock()
 
 	h := wire.Header{Type: wire.TypeRequest, ID: id, Aux64: uint64(timeout)}
-	if err := c.write(ctx, &h, payload, nil); err != nil {
+	if err := send(&h); err != nil {
 		c.mu.Lock()
 		_, mine := c.calls[id]
 		delete(c.calls, id)
@@ -240,19 +304,19 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		if mine {
 			c.releaseSlots(1)
 			callPool.Put(cl)
-			return nil, err
+			return callResult{}, err
 		}
 		// The connection failed and fail() owns the call now: it delivers
 		// (or has delivered) the connection's error.
 		r := <-cl.ch
 		callPool.Put(cl)
-		return nil, r.err
+		return callResult{}, r.err
 	}
 
 	select {
 	case r := <-cl.ch:
 		callPool.Put(cl)
-		return r.payload, r.err
+		return r, r.err
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
@@ -267,12 +331,12 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) || timeout == 0 {
 			c.sendCancel(id)
 		}
-		return nil, ctx.Err()
+		return callResult{}, ctx.Err()
 	}
 	c.mu.Unlock()
 	r := <-cl.ch // delivered concurrently with the cancellation
 	callPool.Put(cl)
-	return r.payload, r.err
+	return r, r.err
 }
 
 // Send delivers payload to the peer's handler without waiting for it to be
@@ -282,7 +346,13 @@ func (c *Conn) Call(ctx context.Context, payload []byte) ([]byte, error) {
 // returns each message's slot when its handler is done, so a fast sender is
 // paced by a slow receiver.
 func (c *Conn) Send(ctx context.Context, payload []byte) error {
-	if err := c.checkSize(len(payload)); err != nil {
+	return c.oneWay(ctx, len(payload), func(h *wire.Header) error {
+		return c.writePayload(ctx, h, payload)
+	})
+}
+
+func (c *Conn) oneWay(ctx context.Context, size int, send func(*wire.Header) error) error {
+	if err := c.checkSize(size); err != nil {
 		return err
 	}
 	if err := c.acquireSlot(ctx); err != nil {
@@ -298,7 +368,7 @@ func (c *Conn) Send(ctx context.Context, payload []byte) error {
 	c.oneWayOut++
 	c.mu.Unlock()
 	h := wire.Header{Type: wire.TypeRequest, Flags: wire.FlagOneWay, ID: c.nextID.Add(1)}
-	if err := c.write(ctx, &h, payload, nil); err != nil {
+	if err := send(&h); err != nil {
 		c.mu.Lock()
 		c.oneWayOut--
 		c.mu.Unlock()
@@ -308,12 +378,42 @@ func (c *Conn) Send(ctx context.Context, payload []byte) error {
 	return nil
 }
 
+// writePayload sends a request or reply carrying payload: inline when it
+// fits, otherwise copied into a shared-memory section.
+func (c *Conn) writePayload(ctx context.Context, h *wire.Header, payload []byte) error {
+	if len(payload) <= c.lim.sendInline {
+		return c.write(ctx, h, payload, nil)
+	}
+	b, err := c.alloc(ctx, int64(len(payload)))
+	if err != nil {
+		return err
+	}
+	copy(b.bytes(), payload)
+	err = c.writeRef(ctx, h, b)
+	c.unrefOut(b.sec)
+	return err
+}
+
+// writeRef sends a message whose payload is buffer b, lending it to the
+// peer until it releases it. If the message cannot be sent, b is freed.
+func (c *Conn) writeRef(ctx context.Context, h *wire.Header, b buffer) error {
+	var rb [wire.SectionRefSize]byte
+	ref := b.ref()
+	ref.Put(rb[:])
+	h.Flags |= wire.FlagSection
+	if err := c.write(ctx, h, rb[:], nil); err != nil {
+		_ = c.freeBuffer(b.sec.id, b.off, b.n, false)
+		return err
+	}
+	return nil
+}
+
 func (c *Conn) checkSize(n int) error {
 	if int64(n) > c.lim.maxMessage {
 		return fmt.Errorf("%w: %d bytes exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
 	}
-	if n > c.lim.sendInline {
-		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes", ErrTooLarge, n, c.lim.sendInline)
+	if n > c.lim.sendInline && !c.lim.sections {
+		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and the peer does not take shared-memory sections", ErrTooLarge, n, c.lim.sendInline)
 	}
 	return nil
 }
@@ -495,6 +595,17 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 			req.cancel()
 		}
 		return nil
+	case wire.TypeSection:
+		return c.addSection(&h, fds[0])
+	case wire.TypeRelease:
+		return c.receiveRelease(payload)
+	case wire.TypeDrop:
+		return c.receiveDrop(h.ID)
+	case wire.TypeGrant:
+		return c.receiveGrant(&h, fds[0])
+	case wire.TypeRevoke:
+		c.receiveRevoke(h.ID)
+		return nil
 	case wire.TypeCredit:
 		c.mu.Lock()
 		if int(h.Aux32) > c.oneWayOut {
@@ -510,13 +621,23 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 }
 
 func (c *Conn) receiveReply(h *wire.Header, payload []byte) error {
+	var sp *sectionPayload
 	if h.Flags&wire.FlagSection != 0 {
-		return protocolErrorf("section reply without sections enabled")
+		if h.Type == wire.TypeError {
+			return protocolErrorf("error message in a section")
+		}
+		var err error
+		if sp, err = c.resolve(payload); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	cl, ok := c.calls[h.ID]
 	if !ok {
 		c.mu.Unlock()
+		if sp != nil {
+			go c.releasePayload(sp)
+		}
 		return protocolErrorf("%v for unknown call %d", h.Type, h.ID)
 	}
 	delete(c.calls, h.ID)
@@ -525,12 +646,19 @@ func (c *Conn) receiveReply(h *wire.Header, payload []byte) error {
 	if cl.abandoned {
 		cl.abandoned = false
 		callPool.Put(cl)
+		if sp != nil {
+			// Releasing writes to the socket: not from the reader.
+			go c.releasePayload(sp)
+		}
 		return nil
 	}
 	var r callResult
-	if h.Type == wire.TypeError {
+	switch {
+	case h.Type == wire.TypeError:
 		r.err = &RemoteError{Code: Code(h.Aux32), Message: string(payload)}
-	} else {
+	case sp != nil:
+		r.sp = sp
+	default:
 		r.payload = append([]byte(nil), payload...)
 	}
 	cl.ch <- r
@@ -538,22 +666,27 @@ func (c *Conn) receiveReply(h *wire.Header, payload []byte) error {
 }
 
 func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
-	if h.Flags&wire.FlagSection != 0 {
-		return protocolErrorf("section request without sections enabled")
-	}
 	oneWay := h.Flags&wire.FlagOneWay != 0
 	req := &Request{conn: c, id: h.ID, oneWay: oneWay, timeout: time.Duration(min(h.Aux64, 1<<62))}
+	if h.Flags&wire.FlagSection != 0 {
+		sp, err := c.resolve(payload)
+		if err != nil {
+			return err
+		}
+		req.sp = sp
+	} else {
+		req.payload = append([]byte(nil), payload...)
+	}
 	if h.Aux64 != 0 {
 		req.ctx, req.cancel = context.WithTimeout(c.baseCtx, req.timeout)
 	} else {
 		req.ctx, req.cancel = context.WithCancel(c.baseCtx)
 	}
-	req.payload = append([]byte(nil), payload...)
 
 	c.mu.Lock()
 	if c.inflight >= c.lim.window {
 		c.mu.Unlock()
-		req.cancel()
+		req.finish()
 		return protocolErrorf("peer exceeded MaxPendingCalls (%d requests in flight)", c.lim.window)
 	}
 	start := false
@@ -567,7 +700,7 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 	} else {
 		if _, dup := c.serving[h.ID]; dup {
 			c.mu.Unlock()
-			req.cancel()
+			req.finish()
 			return protocolErrorf("duplicate request id %d", h.ID)
 		}
 		c.serving[h.ID] = req
@@ -581,6 +714,13 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 	c.inflight++
 	c.mu.Unlock()
 	if start {
+		if !oneWay {
+			select {
+			case c.idle <- req: // an idle worker takes it, with its grown stack
+				return nil
+			default:
+			}
+		}
 		go c.serve(req)
 	}
 	return nil
@@ -591,7 +731,7 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 func (c *Conn) serve(req *Request) {
 	for req != nil {
 		resp, herr := c.invoke(req)
-		req.cancel()
+		req.finish()
 
 		var credit uint32
 		c.mu.Lock()
@@ -624,9 +764,38 @@ func (c *Conn) serve(req *Request) {
 			}
 		} else {
 			c.answer(req, resp, herr)
+			if next == nil {
+				next = c.idleWait()
+			}
 		}
 		req = next
 	}
+}
+
+// maxIdleWorkers is how many call workers per Conn wait for the next call
+// instead of exiting, so that a steady stream of calls reuses goroutines
+// (and their grown stacks) instead of starting one per call.
+const maxIdleWorkers = 2
+
+// idleWait parks a call worker until the reader hands it a call, or returns
+// nil if enough workers are idle already or the connection ends.
+func (c *Conn) idleWait() *Request {
+	c.mu.Lock()
+	if c.idleWorkers >= maxIdleWorkers || c.err != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	c.idleWorkers++
+	c.mu.Unlock()
+	var req *Request
+	select {
+	case req = <-c.idle:
+	case <-c.done:
+	}
+	c.mu.Lock()
+	c.idleWorkers--
+	c.mu.Unlock()
+	return req
 }
 
 func (c *Conn) invoke(req *Request) (resp []byte, err error) {
@@ -648,6 +817,14 @@ func (c *Conn) answer(req *Request, resp []byte, herr error) {
 			herr = Errorf(CodeResourceExhausted, "reply not sent: %v", err)
 		}
 	}
+	if herr == nil {
+		h := wire.Header{Type: wire.TypeReply, ID: req.id}
+		err := c.writePayload(c.baseCtx, &h, resp)
+		if err == nil || !errors.Is(err, ErrLimit) {
+			return
+		}
+		herr = Errorf(CodeResourceExhausted, "reply not sent: %v", err)
+	}
 	if herr != nil {
 		code, msg := errorToWire(herr)
 		if len(msg) > c.lim.sendInline {
@@ -655,10 +832,7 @@ func (c *Conn) answer(req *Request, resp []byte, herr error) {
 		}
 		h := wire.Header{Type: wire.TypeError, ID: req.id, Aux32: uint32(code)}
 		_ = c.write(c.baseCtx, &h, []byte(msg), nil)
-		return
 	}
-	h := wire.Header{Type: wire.TypeReply, ID: req.id}
-	_ = c.write(c.baseCtx, &h, resp, nil)
 }
 
 // SocketPair returns a connected pair of kalpc-capable sockets, for a

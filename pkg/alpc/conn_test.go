@@ -197,7 +197,6 @@ func TestHandlerErrors(t *testing.T) {
 		{"fail:6:bad", &RemoteError{Code: CodeInvalidArgument, Message: "bad"}},
 		{"panic", &RemoteError{Code: CodeInternal, Message: "handler panicked: test panic"}},
 		{"nope", &RemoteError{Code: CodeInvalidArgument, Message: `unknown verb "nope"`}},
-		{fmt.Sprintf("big:%d", DefaultInlineLimit+1), &RemoteError{Code: CodeResourceExhausted, Message: "reply not sent: alpc: message too large: 64513 bytes exceeds the inline limit of 64512 bytes"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.payload, func(t *testing.T) {
@@ -285,15 +284,15 @@ func TestFileConn(t *testing.T) {
 func TestLocalLimits(t *testing.T) {
 	checkLeaks(t)
 	path, _ := startServer(t, "server")
-	c, err := Dial(t.Context(), path, nil, &Config{MaxPendingCalls: 2, InlineLimit: 1024})
+	c, err := Dial(t.Context(), path, nil, &Config{MaxPendingCalls: 2, InlineLimit: 1024, MaxMessageSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got, want := c.Limits(), (Limits{InlineLimit: 1024, MaxMessageSize: DefaultMaxMessageSize, MaxPendingCalls: 2}); got != want {
+	if got, want := c.Limits(), (Limits{InlineLimit: 1024, MaxMessageSize: 1 << 20, MaxPendingCalls: 2, MaxSectionBytes: DefaultMaxSectionBytes}); got != want {
 		t.Errorf("Limits() = %+v, want %+v", got, want)
 	}
-	if _, err := c.Call(t.Context(), make([]byte, 1025)); !errors.Is(err, ErrTooLarge) {
+	if _, err := c.Call(t.Context(), make([]byte, 1<<20+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("oversized Call error = %v; want ErrTooLarge", err)
 	}
 	// Two calls occupy the window; a third waits and times out with a LimitError.

@@ -14,7 +14,10 @@ import (
 // Dial connects to the connection port at path, sending msg as the
 // connection message (at most MaxConnectionMessage bytes), and returns the
 // new Conn once the server accepts; the server's reply message is then
-// available from Conn.AcceptMessage. If the server rejects, the error is a *RejectError carrying its
+// available from Conn.AcceptMessage. Dial waits until the server's
+// application answers the request (ConnRequest.Accept or Reject), so a
+// server must be calling Listener.Accept. If nothing listens at path, the
+// error wraps ErrNoPort. If the server rejects, the error is a *RejectError carrying its
 // reason. ctx bounds the whole handshake; it does not affect the Conn after
 // Dial returns.
 func Dial(ctx context.Context, path string, msg []byte, cfg *Config) (*Conn, error) {
@@ -56,7 +59,7 @@ func connect(ctx context.Context, path string) (int, error) {
 		if !errors.Is(err, sys.EAGAIN) && !errors.Is(err, sys.EINTR) {
 			_ = sys.Close(fd)
 			if errors.Is(err, sys.ENOENT) || errors.Is(err, sys.ECONNREFUSED) {
-				return -1, fmt.Errorf("no connection port is listening: %w", err)
+				return -1, fmt.Errorf("%w: %w", ErrNoPort, err)
 			}
 			return -1, err
 		}

@@ -31,6 +31,10 @@ var (
 	// ErrProtocol matches every *ProtocolError.
 	ErrProtocol = errors.New("alpc: protocol violation")
 
+	// ErrNoPort means nothing listens at the port's path: no socket there,
+	// or a stale one whose server is gone.
+	ErrNoPort = errors.New("alpc: no connection port is listening")
+
 	// ErrPortInUse means another live process already listens on the port.
 	ErrPortInUse = errors.New("alpc: port in use")
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"path/filepath"
 
@@ -29,7 +28,8 @@ func Example() {
 		}),
 	})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer l.Close()
 	go func() {
@@ -51,13 +51,15 @@ func Example() {
 		}),
 	})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer conn.Close()
 	fmt.Println(string(conn.AcceptMessage()))
 	reply, err := conn.Call(ctx, []byte("hello"))
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Println(string(reply))
 	// Output:
@@ -72,7 +74,8 @@ func ExampleConnRequest_Reject() {
 	port := filepath.Join(dir, "strict.sock")
 	l, err := alpc.Listen(port, nil)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer l.Close()
 	go func() {

@@ -28,12 +28,15 @@ func (f HandlerFunc) ServeALPC(ctx context.Context, req *Request) ([]byte, error
 
 var _ Handler = HandlerFunc(nil)
 
-// Request is a request received from the peer.
+// Request is a request received from the peer. Its methods are meant for the
+// handler serving it and are not safe for concurrent use.
 type Request struct {
 	conn    *Conn
 	id      uint64
 	oneWay  bool
-	payload []byte
+	payload []byte          // inline payload, or the copy of sp
+	sp      *sectionPayload // payload in the peer's section, until copied or viewed
+	view    *View
 	timeout time.Duration
 
 	ctx    context.Context
@@ -44,8 +47,45 @@ type Request struct {
 // call back into the peer.
 func (r *Request) Conn() *Conn { return r.conn }
 
-// Payload returns the request's bytes. They belong to the handler.
-func (r *Request) Payload() []byte { return r.payload }
+// Payload returns the request's bytes. They belong to the handler. A
+// payload that arrived in shared memory is copied on the first call (and the
+// memory returned to the peer); use View to read it in place instead.
+func (r *Request) Payload() []byte {
+	switch {
+	case r.payload != nil:
+	case r.sp != nil:
+		r.payload = append([]byte(nil), r.sp.bytes()...)
+		r.conn.releasePayload(r.sp)
+		r.sp = nil
+	case r.view != nil:
+		r.payload = append([]byte(nil), r.view.Bytes()...)
+	}
+	return r.payload
+}
+
+// View returns the request's payload without copying it: for a payload in
+// shared memory, a read-only view into the peer's section. The handler owns
+// the View and must Release it (it may keep it after returning). The peer
+// may still be writing to its memory: treat the bytes as untrusted input
+// that can change while you read them. View returns the same View on every
+// call.
+func (r *Request) View() *View {
+	if r.view == nil {
+		r.view = newView(r.conn, r.payload, r.sp)
+		r.sp = nil
+	}
+	return r.view
+}
+
+// finish ends the request: its context is released, and a payload nobody
+// looked at goes back to the peer.
+func (r *Request) finish() {
+	r.cancel()
+	if r.sp != nil {
+		r.conn.releasePayload(r.sp)
+		r.sp = nil
+	}
+}
 
 // OneWay reports whether the peer expects no reply (it used Send).
 func (r *Request) OneWay() bool { return r.oneWay }

@@ -2,9 +2,13 @@ package alpc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,10 +39,16 @@ func runHelper(name, arg string) int {
 	switch name {
 	case "server":
 		err = helperServer(arg, nil)
+	case "server-direct":
+		err = helperServer(arg, &Config{AllowDirectAccess: true})
 	case "server-big-window":
 		err = helperServer(arg, &Config{MaxPendingCalls: 10000, MaxConcurrentHandlers: 10000})
 	case "fileconn":
 		err = helperFileConn()
+	case "blaster":
+		err = helperBlaster(arg)
+	case "chaos-client":
+		err = helperChaosClient(arg)
 	case "raw-echo":
 		err = helperRawEcho(arg)
 	default:
@@ -61,8 +71,13 @@ func runHelper(name, arg string) int {
 //	panic           panic
 //	big:n           reply with n bytes
 //	note:x          (one-way) record x for the test via notes
+//
+// and the binary verbs of bulkHandler.
 func testHandler(notes chan<- string) Handler {
 	return HandlerFunc(func(ctx context.Context, req *Request) ([]byte, error) {
+		if out, ok, err := bulkHandler(ctx, req); ok {
+			return out, err
+		}
 		verb, arg, _ := strings.Cut(string(req.Payload()), ":")
 		switch verb {
 		case "echo":
@@ -149,6 +164,12 @@ func helperServer(path string, cfg *Config) error {
 			return err
 		}
 		conns = append(conns, c)
+		go func() {
+			<-c.Done()
+			if err := c.Err(); !errors.Is(err, ErrPeerClosed) && !errors.Is(err, ErrClosed) {
+				fmt.Fprintln(os.Stderr, "helper server: connection ended:", err)
+			}
+		}()
 	}
 }
 
@@ -282,4 +303,163 @@ func openFDs(t testing.TB) map[string]string {
 	}
 	// ReadDir's own descriptor was open while listing.
 	return out
+}
+
+// bulkHandler serves the verbs used with large payloads, reading the
+// payload without converting it to a string:
+//
+//	sha:<bytes>     reply with the SHA-256 of the bytes (read through a View)
+//	gen:<n>         reply with pattern(n)
+//	cb-sha:<n>      call the peer with sha:pattern(n) and reply "ok" if its hash matches
+func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
+	v := req.View()
+	defer v.Release()
+	b := v.Bytes()
+	switch {
+	case bytes.HasPrefix(b, []byte("sha:")):
+		sum := sha256.Sum256(b[4:])
+		return sum[:], true, nil
+	case bytes.HasPrefix(b, []byte("len:")):
+		// Zero-copy receive: the payload is only looked at in place.
+		return binary.LittleEndian.AppendUint64(nil, uint64(len(b))), true, nil
+	case bytes.HasPrefix(b, []byte("copy:")):
+		// Default receive: a private copy of the payload.
+		out := append([]byte(nil), b...)
+		return binary.LittleEndian.AppendUint64(nil, uint64(len(out))), true, nil
+	case bytes.HasPrefix(b, []byte("gen:")):
+		n, _ := strconv.Atoi(string(b[4:]))
+		return pattern(n), true, nil
+	case bytes.HasPrefix(b, []byte("region-sha:")):
+		id, _ := strconv.ParseUint(string(b[11:]), 10, 64)
+		rr, err := req.Conn().Region(id)
+		if err != nil {
+			return nil, true, err
+		}
+		buf := make([]byte, rr.Len())
+		if _, err := rr.ReadAt(buf, 0); err != nil {
+			return nil, true, err
+		}
+		sum := sha256.Sum256(buf)
+		return sum[:], true, nil
+	case bytes.HasPrefix(b, []byte("region-write:")):
+		idText, text, _ := bytes.Cut(b[13:], []byte(":"))
+		id, _ := strconv.ParseUint(string(idText), 10, 64)
+		rr, err := req.Conn().Region(id)
+		if err != nil {
+			return nil, true, err
+		}
+		_, err = rr.WriteAt(text, 0)
+		return nil, true, err
+	case bytes.HasPrefix(b, []byte("cb-sha:")):
+		n, _ := strconv.Atoi(string(b[7:]))
+		data := append([]byte("sha:"), pattern(n)...)
+		got, err := req.Conn().Call(ctx, data)
+		if err != nil {
+			return nil, true, err
+		}
+		want := sha256.Sum256(data[4:])
+		if !bytes.Equal(got, want[:]) {
+			return []byte("mismatch"), true, nil
+		}
+		return []byte("ok"), true, nil
+	}
+	return nil, false, nil
+}
+
+// pattern returns n deterministic, position-dependent bytes. Large
+// patterns tile a 1 MiB block stamped with its index (fast under -race).
+func pattern(n int) []byte {
+	const block = 1 << 20
+	if n > block {
+		base := pattern(block)
+		b := make([]byte, n)
+		for k := 0; k*block < n; k++ {
+			chunk := b[k*block : min((k+1)*block, n)]
+			copy(chunk, base)
+			if len(chunk) >= 8 {
+				binary.LittleEndian.PutUint64(chunk, uint64(k))
+			}
+		}
+		return b
+	}
+	b := make([]byte, n)
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], uint64(i)*0x9E3779B97F4A7C15)
+	}
+	for ; i < n; i++ {
+		b[i] = byte(i * 31)
+	}
+	return b
+}
+
+// helperBlaster dials path and calls sha: with 64 MiB payloads until
+// killed. It writes them straight into loans, so that little else than the
+// section is mapped: a killed process's memory is freed before the kernel
+// closes its sockets, and the test measures how fast the peer notices.
+func helperBlaster(path string) error {
+	c, err := Dial(context.Background(), path, nil, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY")
+	block := pattern(1 << 20)
+	for {
+		l, err := c.Loan(context.Background(), 4+64<<20)
+		if err != nil {
+			return err
+		}
+		b := l.Bytes()
+		for off := 4; off < len(b); off += len(block) {
+			copy(b[off:], block)
+		}
+		copy(b, "sha:")
+		if _, err := c.CallLoan(context.Background(), l); err != nil {
+			return err
+		}
+	}
+}
+
+// helperChaosClient dials path and runs a random mix of calls, one-way
+// messages, section transfers and loans on several goroutines until killed.
+func helperChaosClient(path string) error {
+	c, err := Dial(context.Background(), path, []byte("chaos"), &Config{Handler: testHandler(nil)})
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY")
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() { errs <- chaosOps(context.Background(), c, int64(w)) }()
+	}
+	return <-errs
+}
+
+// chaosOps runs random operations on c until one fails.
+func chaosOps(ctx context.Context, c *Conn, seed int64) error {
+	rng := rand.New(rand.NewPCG(uint64(seed), uint64(os.Getpid())))
+	for {
+		var err error
+		switch rng.IntN(6) {
+		case 0:
+			_, err = c.Call(ctx, []byte("echo:x"))
+		case 1:
+			_, err = c.Call(ctx, append([]byte("sha:"), make([]byte, rng.IntN(8<<20))...))
+		case 2:
+			_, err = c.Call(ctx, fmt.Appendf(nil, "gen:%d", rng.IntN(4<<20)))
+		case 3:
+			var l *Loan
+			if l, err = c.Loan(ctx, 4+rng.IntN(4<<20)); err == nil {
+				copy(l.Bytes(), "len:")
+				_, err = c.CallLoan(ctx, l)
+			}
+		case 4:
+			err = c.Send(ctx, append([]byte("sha:"), make([]byte, rng.IntN(1<<20))...))
+		case 5:
+			_, err = c.Call(ctx, []byte("chain:3"))
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

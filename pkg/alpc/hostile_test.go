@@ -119,9 +119,14 @@ func TestHostilePeer(t *testing.T) {
 		{name: "too many fds", msgs: [][]byte{valid}, fds: 3, wants: "too many file descriptors"},
 		{name: "oversized datagram", msgs: [][]byte{header(wire.TypeRequest, 0, 1, make([]byte, DefaultInlineLimit+1000))}, wants: "larger than the inline limit"},
 		{name: "reply to unknown call", msgs: [][]byte{header(wire.TypeReply, 0, 42, nil)}, wants: "reply for unknown call 42"},
-		{name: "unearned credit", msgs: [][]byte{func() []byte { h := wire.Header{Type: wire.TypeCredit, Aux32: 1}; b := make([]byte, 32); h.Put(b); return b }()}, wants: "credit of 1 exceeds"},
+		{name: "unearned credit", msgs: [][]byte{func() []byte {
+			h := wire.Header{Type: wire.TypeCredit, Aux32: 1}
+			b := make([]byte, 32)
+			h.Put(b)
+			return b
+		}()}, wants: "credit of 1 exceeds"},
 		{name: "handshake after handshake", msgs: [][]byte{header(wire.TypeHello, 0, 0, make([]byte, wire.ParamsSize))}, wants: "unexpected hello message on an established connection"},
-		{name: "section without sections", msgs: [][]byte{header(wire.TypeRequest, wire.FlagSection, 1, make([]byte, wire.SectionRefSize))}, wants: "section"},
+		{name: "unknown section", msgs: [][]byte{header(wire.TypeRequest, wire.FlagSection, 1, make([]byte, wire.SectionRefSize))}, wants: "reference to unknown section 0"},
 		{name: "duplicate id", msgs: [][]byte{header(wire.TypeRequest, 0, 7, []byte("block")), header(wire.TypeRequest, 0, 7, []byte("block"))}, wants: "duplicate request id 7"},
 		{name: "window exceeded", msgs: [][]byte{
 			header(wire.TypeRequest, 0, 1, []byte("block")), header(wire.TypeRequest, 0, 2, []byte("block")),

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -237,31 +239,55 @@ func SetSendBuffer(fd, bytes int) error {
 }
 
 // Sendmsg wraps sendmsg(2): hdr and payload form one datagram (gathered, not
-// copied), fds travel as SCM_RIGHTS.
+// copied), fds travel as SCM_RIGHTS. It allocates nothing on the common path.
 func Sendmsg(fd int, hdr, payload []byte, fds []int, flags int) error {
-	var oob []byte
+	var iov [2]unix.Iovec
+	var msg unix.Msghdr
+	iov[0].Base = unsafe.SliceData(hdr)
+	iov[0].SetLen(len(hdr))
+	msg.Iov = &iov[0]
+	msg.Iovlen = 1
+	if len(payload) > 0 {
+		iov[1].Base = unsafe.SliceData(payload)
+		iov[1].SetLen(len(payload))
+		msg.Iovlen = 2
+	}
 	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
+		oob := unix.UnixRights(fds...)
+		msg.Control = unsafe.SliceData(oob)
+		msg.SetControllen(len(oob))
 	}
-	var err error
-	if len(payload) == 0 {
-		_, err = unix.SendmsgN(fd, hdr, oob, nil, flags)
-	} else {
-		_, err = unix.SendmsgBuffers(fd, [][]byte{hdr, payload}, oob, nil, flags)
-	}
-	if err != nil {
-		return os.NewSyscallError("sendmsg", err)
+	_, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	runtime.KeepAlive(hdr)
+	runtime.KeepAlive(payload)
+	if e != 0 {
+		return os.NewSyscallError("sendmsg", e)
 	}
 	return nil
 }
 
-// Recvmsg wraps recvmsg(2).
+// Recvmsg wraps recvmsg(2) on a connected socket (no source address is
+// decoded).
 func Recvmsg(fd int, buf, oob []byte, flags int) (n, oobn, recvflags int, err error) {
-	n, oobn, recvflags, _, err = unix.Recvmsg(fd, buf, oob, flags)
-	if err != nil {
-		return 0, 0, 0, os.NewSyscallError("recvmsg", err)
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	if len(buf) > 0 {
+		iov.Base = unsafe.SliceData(buf)
+		iov.SetLen(len(buf))
 	}
-	return n, oobn, recvflags, nil
+	msg.Iov = &iov
+	msg.Iovlen = 1
+	if len(oob) > 0 {
+		msg.Control = unsafe.SliceData(oob)
+		msg.SetControllen(len(oob))
+	}
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	runtime.KeepAlive(buf)
+	runtime.KeepAlive(oob)
+	if e != 0 {
+		return 0, 0, 0, os.NewSyscallError("recvmsg", e)
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), nil
 }
 
 // OOBSpace is the control-message buffer size needed to receive n descriptors.

@@ -1,6 +1,7 @@
 package sys
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -49,8 +50,5 @@ func IsTemporaryAcceptError(err error) bool {
 }
 
 func isErrno(err error, e unix.Errno) bool {
-	if se, ok := err.(*os.SyscallError); ok {
-		err = se.Err
-	}
-	return err == e
+	return errors.Is(err, e)
 }

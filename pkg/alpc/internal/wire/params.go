@@ -3,7 +3,7 @@ package wire
 import "encoding/binary"
 
 // ParamsSize is the encoded size of Params.
-const ParamsSize = 24
+const ParamsSize = 32
 
 // Feature bits advertised in Params.
 const (
@@ -25,11 +25,13 @@ const (
 //	8      8    max message size
 //	16     4    features
 //	20     4    reserved, zero
+//	24     8    max section bytes (shared memory the side maps from its peer)
 type Params struct {
 	InlineLimit     uint32
 	MaxPendingCalls uint32
 	MaxMessageSize  uint64
 	Features        uint32
+	MaxSectionBytes uint64
 }
 
 // Put encodes p into b, which must be at least ParamsSize bytes.
@@ -40,6 +42,7 @@ func (p *Params) Put(b []byte) {
 	binary.LittleEndian.PutUint64(b[8:], p.MaxMessageSize)
 	binary.LittleEndian.PutUint32(b[16:], p.Features)
 	binary.LittleEndian.PutUint32(b[20:], 0)
+	binary.LittleEndian.PutUint64(b[24:], p.MaxSectionBytes)
 }
 
 // Limits on what a peer may announce.
@@ -58,6 +61,7 @@ func ParseParams(b []byte) (Params, error) {
 	p.MaxPendingCalls = binary.LittleEndian.Uint32(b[4:])
 	p.MaxMessageSize = binary.LittleEndian.Uint64(b[8:])
 	p.Features = binary.LittleEndian.Uint32(b[16:])
+	p.MaxSectionBytes = binary.LittleEndian.Uint64(b[24:])
 	if r := binary.LittleEndian.Uint32(b[20:]); r != 0 {
 		return p, malformed("reserved handshake field is %d, not zero", r)
 	}

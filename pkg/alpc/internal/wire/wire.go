@@ -58,15 +58,18 @@ const (
 	TypeGrant Type = 12
 	// TypeRevoke withdraws region ID.
 	TypeRevoke Type = 13
+	// TypeDrop retires section ID: its owner will not reference it again
+	// (every buffer in it was released), and the receiver unmaps it.
+	TypeDrop Type = 14
 
-	maxType = TypeRevoke
+	maxType = TypeDrop
 )
 
 var typeNames = [...]string{
 	TypeConnect: "connect", TypeAccept: "accept", TypeReject: "reject", TypeHello: "hello",
 	TypeRequest: "request", TypeReply: "reply", TypeError: "error", TypeCancel: "cancel",
 	TypeCredit: "credit", TypeSection: "section", TypeRelease: "release", TypeGrant: "grant",
-	TypeRevoke: "revoke",
+	TypeRevoke: "revoke", TypeDrop: "drop",
 }
 
 func (t Type) String() string {
@@ -110,6 +113,7 @@ var rules = [...]rule{
 	TypeRelease: {maxPayload: -1},
 	TypeGrant:   {fds: 1, needID: true},
 	TypeRevoke:  {needID: true},
+	TypeDrop:    {needID: true},
 }
 
 // MaxHandshakeMessage bounds connection, accept and reject messages.

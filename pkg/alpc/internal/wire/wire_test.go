@@ -41,7 +41,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 }
 
 func TestParamsRoundTrip(t *testing.T) {
-	p := Params{InlineLimit: 63 << 10, MaxPendingCalls: 1024, MaxMessageSize: 1 << 30, Features: FeatureSections}
+	p := Params{InlineLimit: 63 << 10, MaxPendingCalls: 1024, MaxMessageSize: 1 << 30, Features: FeatureSections, MaxSectionBytes: 1 << 30}
 	b := make([]byte, ParamsSize)
 	p.Put(b)
 	got, err := ParseParams(b)
@@ -115,7 +115,7 @@ func FuzzParse(f *testing.F) {
 // FuzzParseParams checks the handshake parameter decoder.
 func FuzzParseParams(f *testing.F) {
 	b := make([]byte, ParamsSize)
-	(&Params{InlineLimit: 63 << 10, MaxPendingCalls: 1, MaxMessageSize: 1 << 30}).Put(b)
+	(&Params{InlineLimit: 63 << 10, MaxPendingCalls: 1, MaxMessageSize: 1 << 30, MaxSectionBytes: 1 << 30}).Put(b)
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseParams(b)

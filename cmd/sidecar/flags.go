@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// Environment variables the operator sets from the downward API.
+const (
+	envPodName        = "KALPC_POD_NAME"
+	envPodNamespace   = "KALPC_POD_NAMESPACE"
+	envPodUID         = "KALPC_POD_UID"
+	envNodeName       = "KALPC_NODE_NAME"
+	envServiceAccount = "KALPC_SERVICE_ACCOUNT"
+)
+
+type config struct {
+	podSocket   string
+	nodeDir     string
+	tokenFile   string
+	healthAddr  string
+	metricsAddr string
+	logLevel    slog.Level
+	kubeconfig  string
+
+	podName, podNamespace, podUID, nodeName, serviceAccount string
+}
+
+// parseFlags parses args and the environment (getenv).
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	var c config
+	fs := flag.NewFlagSet("kalpc-sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.podSocket, "pod-socket", "/var/run/kalpc/pod/kalpc.sock", "Pod-local control socket to serve for the pod's applications.")
+	fs.StringVar(&c.nodeDir, "node-dir", "/var/run/kalpc/node", "The node directory (host /var/run/kalpc), shared by every sidecar on the node.")
+	fs.StringVar(&c.tokenFile, "token-file", "/var/run/secrets/kalpc.io/serviceaccount/token", "Projected ServiceAccount token (audience kalpc.io) presented to peer sidecars; re-read on every use.")
+	fs.StringVar(&c.healthAddr, "health-addr", ":15980", "Address of /healthz and /readyz; 0 disables.")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint; 0 disables.")
+	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", *level)
+	}
+	for name, v := range map[string]string{"--pod-socket": c.podSocket, "--node-dir": c.nodeDir, "--token-file": c.tokenFile} {
+		if v == "" {
+			return nil, fmt.Errorf("%s must not be empty", name)
+		}
+	}
+	c.podName = getenv(envPodName)
+	c.podNamespace = getenv(envPodNamespace)
+	c.podUID = getenv(envPodUID)
+	c.nodeName = getenv(envNodeName)
+	c.serviceAccount = getenv(envServiceAccount)
+	var missing []string
+	for name, v := range map[string]string{envPodName: c.podName, envPodNamespace: c.podNamespace, envPodUID: c.podUID} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, errors.New("environment variables not set (the operator sets them from the downward API): " + strings.Join(missing, ", "))
+	}
+	return &c, nil
+}

@@ -1,0 +1,355 @@
+package main
+
+// This file is the "pod" side of the process tests: the test binary
+// re-executed in its own network namespace runs a pod's sidecar (the real
+// binary) and plays the pod's application, driven by line commands on stdin.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kalpc/kalpc/pkg/alpc"
+)
+
+// Environment of a pod process.
+const (
+	envRole       = "KALPC_TEST_ROLE"
+	envPodDir     = "KALPC_TEST_POD_DIR"
+	envSidecarBin = "KALPC_TEST_SIDECAR"
+	envAPISocket  = "KALPC_TEST_API_SOCKET"
+	envAPIPort    = "KALPC_TEST_API_PORT"
+	envNodeDir    = "KALPC_TEST_NODE_DIR"
+)
+
+type podApp struct {
+	dir     string
+	sidecar *exec.Cmd
+	out     *json.Encoder
+
+	mu       sync.Mutex
+	conns    []*alpc.Conn
+	incoming []map[string]string
+	port     *alpc.Port
+	publish  context.CancelFunc
+}
+
+// runPod is the main function of a pod process.
+func runPod() error {
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("bringing lo up: %w", err)
+	}
+	if err := proxyAPI(); err != nil {
+		return err
+	}
+	p := &podApp{dir: os.Getenv(envPodDir), out: json.NewEncoder(os.Stdout)}
+	if err := p.startSidecar(); err != nil {
+		return err
+	}
+	defer p.stopSidecar(syscall.SIGTERM)
+	_ = p.out.Encode(map[string]any{"ok": true, "ready": true, "pid": os.Getpid()})
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		res := p.do(strings.Fields(sc.Text()))
+		if err := p.out.Encode(res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in the fresh network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// proxyAPI makes the API server reachable at the same 127.0.0.1 port inside
+// this network namespace, through a Unix socket the test process serves:
+// the pod's only route to the API server, as a pod's network is in a cluster.
+func proxyAPI() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv(envAPIPort))
+	if err != nil {
+		return fmt.Errorf("API proxy: %w", err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("unix", os.Getenv(envAPISocket))
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				splice(c, u)
+			}()
+		}
+	}()
+	return nil
+}
+
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(a, b); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(b, a); done <- struct{}{} }()
+	<-done
+}
+
+func (p *podApp) startSidecar() error {
+	logf, err := os.OpenFile(p.dir+"/sidecar.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(os.Getenv(envSidecarBin),
+		"--pod-socket="+p.dir+"/kalpc.sock",
+		"--node-dir="+os.Getenv(envNodeDir),
+		"--token-file="+p.dir+"/token",
+		"--health-addr=127.0.0.1:15980",
+		"--metrics-addr=127.0.0.1:15981",
+		"--log-level=debug",
+		"--kubeconfig="+p.dir+"/kubeconfig")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	p.sidecar = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://127.0.0.1:15980/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("sidecar not ready within 30s")
+}
+
+func (p *podApp) stopSidecar(sig syscall.Signal) {
+	if p.sidecar == nil {
+		return
+	}
+	_ = p.sidecar.Process.Signal(sig)
+	_ = p.sidecar.Wait()
+	p.sidecar = nil
+}
+
+func errResult(err error) map[string]any {
+	kind := "other"
+	for k, e := range map[string]error{
+		"port_not_found": alpc.ErrPortNotFound, "not_server": alpc.ErrNotServer, "denied": alpc.ErrAccessDenied,
+		"unauthenticated": alpc.ErrUnauthenticated, "no_server": alpc.ErrNoServer, "server_identity": alpc.ErrServerIdentity,
+		"rejected": alpc.ErrRejected, "peer_closed": alpc.ErrPeerClosed, "unavailable": alpc.ErrBrokerUnavailable,
+		"no_broker": alpc.ErrNoBroker, "port_in_use": alpc.ErrPortInUse, "limit": alpc.ErrLimit,
+	} {
+		if errors.Is(err, e) {
+			kind = k
+		}
+	}
+	return map[string]any{"ok": false, "error": err.Error(), "kind": kind}
+}
+
+// serverHandler echoes, and calls back into the client on "callback".
+var serverHandler = alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
+	if string(req.Payload()) == "callback" {
+		r, err := req.Conn().Call(ctx, []byte("ping"))
+		if err != nil {
+			return nil, err
+		}
+		return append([]byte("callback:"), r...), nil
+	}
+	if strings.HasPrefix(string(req.Payload()), "big:") {
+		return []byte(strconv.Itoa(len(req.Payload()))), nil
+	}
+	return append([]byte("echo:"), req.Payload()...), nil
+})
+
+var clientHandler = alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
+	return []byte("pong"), nil
+})
+
+// publishLoop publishes name and keeps it published: when the broker goes
+// away (sidecar restart), it publishes again, as a resilient server should.
+func (p *podApp) publishLoop(ctx context.Context, name string, first chan<- error) {
+	for ctx.Err() == nil {
+		port, err := alpc.Publish(ctx, name, &alpc.Config{Handler: serverHandler})
+		if first != nil {
+			first <- err
+			first = nil
+			if err != nil {
+				return
+			}
+		}
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		p.mu.Lock()
+		p.port = port
+		p.mu.Unlock()
+		for {
+			req, err := port.Accept(ctx)
+			if err != nil {
+				break
+			}
+			p.mu.Lock()
+			p.incoming = append(p.incoming, map[string]string{
+				"message": string(req.Message), "namespace": req.Peer.Namespace, "pod": req.Peer.PodName,
+				"uid": req.Peer.PodUID, "serviceAccount": req.Peer.ServiceAccount})
+			p.mu.Unlock()
+			if string(req.Message) == "reject-me" {
+				_ = req.Reject("rejected by the server application")
+				continue
+			}
+			c, err := req.Accept([]byte("welcome " + string(req.Message)))
+			if err != nil {
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c)
+			p.mu.Unlock()
+		}
+		_ = port.Close()
+	}
+}
+
+func (p *podApp) conn(arg string) (*alpc.Conn, error) {
+	i, err := strconv.Atoi(arg)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil || i < 0 || i >= len(p.conns) {
+		return nil, fmt.Errorf("no conn %q", arg)
+	}
+	return p.conns[i], nil
+}
+
+func (p *podApp) do(args []string) map[string]any {
+	if len(args) == 0 {
+		return map[string]any{"ok": false, "error": "empty command"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	switch args[0] {
+	case "publish":
+		pctx, stop := context.WithCancel(context.Background())
+		first := make(chan error, 1)
+		go p.publishLoop(pctx, args[1], first)
+		if err := <-first; err != nil {
+			stop()
+			return errResult(err)
+		}
+		p.publish = stop
+		return map[string]any{"ok": true}
+	case "connect":
+		msg := ""
+		if len(args) > 2 {
+			msg = args[2]
+		}
+		c, err := alpc.Connect(ctx, args[1], []byte(msg), &alpc.Config{Handler: clientHandler})
+		if err != nil {
+			return errResult(err)
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c)
+		n := len(p.conns) - 1
+		p.mu.Unlock()
+		return map[string]any{"ok": true, "conn": n, "reply": string(c.AcceptMessage()), "inline": c.Limits().InlineLimit}
+	case "call":
+		c, err := p.conn(args[1])
+		if err != nil {
+			return errResult(err)
+		}
+		payload := []byte(args[2])
+		if n, err := strconv.Atoi(args[2]); err == nil {
+			payload = append([]byte("big:"), make([]byte, n)...)
+		}
+		r, err := c.Call(ctx, payload)
+		if err != nil {
+			return errResult(err)
+		}
+		return map[string]any{"ok": true, "reply": string(r)}
+	case "close":
+		c, err := p.conn(args[1])
+		if err != nil {
+			return errResult(err)
+		}
+		_ = c.Close()
+		return map[string]any{"ok": true}
+	case "wait-closed":
+		c, err := p.conn(args[1])
+		if err != nil {
+			return errResult(err)
+		}
+		select {
+		case <-c.Done():
+			return errResult(c.Err())
+		case <-ctx.Done():
+			return map[string]any{"ok": true, "error": "still open"}
+		}
+	case "incoming":
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		b, _ := json.Marshal(p.incoming)
+		return map[string]any{"ok": true, "incoming": string(b)}
+	case "fds":
+		ents, _ := os.ReadDir("/proc/self/fd")
+		return map[string]any{"ok": true, "fds": len(ents)}
+	case "stop-sidecar":
+		p.stopSidecar(syscall.SIGTERM)
+		return map[string]any{"ok": true}
+	case "kill-sidecar":
+		p.stopSidecar(syscall.SIGKILL)
+		return map[string]any{"ok": true}
+	case "start-sidecar":
+		if err := p.startSidecar(); err != nil {
+			return errResult(err)
+		}
+		return map[string]any{"ok": true}
+	case "metrics":
+		resp, err := http.Get("http://127.0.0.1:15981/metrics")
+		if err != nil {
+			return errResult(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return map[string]any{"ok": true, "metrics": string(b)}
+	case "netdevs":
+		ifs, _ := net.Interfaces()
+		return map[string]any{"ok": true, "count": len(ifs)}
+	}
+	return map[string]any{"ok": false, "error": "unknown command " + args[0]}
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
+)
+
+func echoPortSpec(clientSAs ...string) kalpcv1alpha1.ConnectionPortSpec {
+	return kalpcv1alpha1.ConnectionPortSpec{
+		Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+		Clients: []kalpcv1alpha1.ClientRule{{ServiceAccounts: clientSAs}},
+	}
+}
+
+// TestBrokeredConnection runs the whole control path between pods in
+// separate network namespaces: publish, policy, identity, accept and reject,
+// talking, sidecars out of the data path, sidecar restart, pod death.
+func TestBrokeredConnection(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+	intruder := c.newPod("intruder", "intruder", nil)
+
+	server.must("publish echo")
+	endpoint := nodedir.Dir{Root: c.nodeDir}.EndpointPath(c.ns, "echo", server.uid)
+	if st, err := os.Stat(endpoint); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("endpoint %s: %v %v", endpoint, st, err)
+	}
+	if r := client.must("netdevs"); r["count"].(float64) != 1 {
+		t.Fatalf("client pod sees %v network interfaces, want only its own lo", r["count"])
+	}
+
+	t.Run("connect and talk", func(t *testing.T) {
+		r := client.must("connect %s/echo hello", c.ns)
+		if r["reply"] != "welcome hello" {
+			t.Fatalf("accept reply = %v", r["reply"])
+		}
+		conn := int(r["conn"].(float64))
+		if r := client.must("call %d ping", conn); r["reply"] != "echo:ping" {
+			t.Fatalf("call = %v", r)
+		}
+		if r := client.must("call %d callback", conn); r["reply"] != "callback:pong" {
+			t.Fatalf("callback = %v", r)
+		}
+		// Near the inline limit: one datagram of 60 KiB.
+		if r := client.must("call %d %d", conn, 60<<10); r["reply"] != "61444" {
+			t.Fatalf("large inline call = %v", r)
+		}
+		// Beyond the inline limit: 16 MiB through a shared-memory section
+		// between the two apps, which no sidecar sees.
+		if r := client.must("call %d %d", conn, 16<<20); r["reply"] != "16777220" {
+			t.Fatalf("section call = %v", r)
+		}
+		// The port's own namespace may be omitted.
+		client.must("connect echo short")
+	})
+
+	t.Run("policy refusals are distinct and precede the server app", func(t *testing.T) {
+		before := incoming(t, server)
+		intruder.fails("denied", "connect %s/echo let-me-in", c.ns)
+		client.fails("port_not_found", "connect %s/missing x", c.ns)
+		client.fails("rejected", "connect %s/echo reject-me", c.ns)
+		squatter := c.newPod("squatter", "server", map[string]string{"app": "other"})
+		squatter.fails("not_server", "publish echo")
+		after := incoming(t, server)
+		// Only the reject-me request reached the server application.
+		if len(after) != len(before)+1 || after[len(after)-1]["message"] != "reject-me" {
+			t.Fatalf("server application saw %v after %v", after, before)
+		}
+		last := after[len(after)-1]
+		if last["pod"] != "client" || last["uid"] != client.uid || last["serviceAccount"] != "client" || last["namespace"] != c.ns {
+			t.Fatalf("server saw client identity %v, want pod client/%s", last, client.uid)
+		}
+	})
+
+	t.Run("port changes apply to new connections", func(t *testing.T) {
+		var p kalpcv1alpha1.ConnectionPort
+		if err := k8s.Get(t.Context(), keyOf(c.ns, "echo"), &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.Clients = []kalpcv1alpha1.ClientRule{{ServiceAccounts: []string{"client", "intruder"}}}
+		if err := k8s.Update(t.Context(), &p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() bool { return intruder.do("connect %s/echo now-allowed", c.ns)["ok"] == true })
+		p.Spec.Clients = []kalpcv1alpha1.ClientRule{{ServiceAccounts: []string{"client"}}}
+		if err := k8s.Update(t.Context(), &p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() bool { return intruder.do("connect %s/echo again", c.ns)["kind"] == "denied" })
+	})
+
+	t.Run("no descriptor leaks", func(t *testing.T) {
+		before := client.must("fds")["fds"].(float64)
+		for range 10 {
+			r := client.must("connect %s/echo leak", c.ns)
+			client.must("close %d", int(r["conn"].(float64)))
+			intruder.fails("denied", "connect %s/echo leak", c.ns)
+		}
+		if after := client.must("fds")["fds"].(float64); after != before {
+			t.Fatalf("client fds: %v before, %v after 10 connections", before, after)
+		}
+	})
+
+	t.Run("sidecars are out of the data path", func(t *testing.T) {
+		r := client.must("connect %s/echo survive", c.ns)
+		conn := int(r["conn"].(float64))
+		client.must("stop-sidecar")
+		server.must("kill-sidecar")
+		if r := client.must("call %d still-here", conn); r["reply"] != "echo:still-here" {
+			t.Fatalf("call with both sidecars gone = %v", r)
+		}
+		if r := client.must("call %d callback", conn); r["reply"] != "callback:pong" {
+			t.Fatalf("callback with both sidecars gone = %v", r)
+		}
+		client.fails("no_broker", "connect %s/echo nobody-home", c.ns)
+		// The server sidecar restarts; the app publishes again and new
+		// connections work.
+		server.must("start-sidecar")
+		client.must("start-sidecar")
+		eventually(t, func() bool { return client.do("connect %s/echo back", c.ns)["ok"] == true })
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		m := server.must("metrics")["metrics"].(string)
+		for _, want := range []string{
+			`kalpc_sidecar_connections_total{port="` + c.ns + `/echo",result="accepted",role="server"}`,
+			`kalpc_sidecar_active_channels{port="` + c.ns + `/echo"}`,
+			`kalpc_sidecar_published_ports 1`,
+		} {
+			if !strings.Contains(m, want) {
+				t.Errorf("server metrics lack %s", want)
+			}
+		}
+		cm := intruder.must("metrics")["metrics"].(string)
+		if !strings.Contains(cm, `kalpc_sidecar_connections_total{port="`+c.ns+`/echo",result="denied",role="client"}`) {
+			t.Errorf("client metrics lack the denied connections")
+		}
+	})
+
+	t.Run("server pod killed", func(t *testing.T) {
+		r := client.must("connect %s/echo last", c.ns)
+		conn := int(r["conn"].(float64))
+		server.kill()
+		if r := client.do("wait-closed %d", conn); r["kind"] != "peer_closed" {
+			t.Fatalf("client conn after the server died: %v", r)
+		}
+		client.fails("no_server", "connect %s/echo anyone", c.ns)
+		if _, err := os.Lstat(endpoint); !os.IsNotExist(err) {
+			t.Fatalf("endpoint of the dead server not cleaned: %v", err)
+		}
+	})
+}
+
+// TestIdentity checks that forged, expired, wrong-audience and replayed
+// tokens, and server sockets planted by a wrong identity, are refused.
+func TestIdentity(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	c.port("guarded", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+	rogue := c.newPod("rogue", "client", nil) // same ServiceAccount as client: allowed, if honest
+	server.must("publish echo")
+	rogue.must("connect %s/echo honest", c.ns)
+
+	valid := rogue.token()
+	clientTok := client.token()
+	stranger, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		token string
+		want  string // in the requester's error
+	}{
+		{"forged", resign(t, valid, stranger, func(map[string]any) {}), "invalid bearer token"},
+		{"expired", resign(t, valid, issuerKey(t), func(cl map[string]any) {
+			past := time.Now().Add(-time.Hour).Unix()
+			cl["iat"], cl["nbf"], cl["exp"] = past-600, past-600, past
+		}), "expired"},
+		{"wrong audience", requestToken(t, c.ns, "client", podObject(t, c.ns, "rogue"), "not-kalpc"), "audiences"},
+		{"replayed from another pod", clientTok, "not that pod's sidecar"},
+	}
+	before := len(incoming(t, server))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rogue.setToken(tc.token)
+			r := rogue.fails("unauthenticated", "connect %s/echo %s", c.ns, strings.ReplaceAll(tc.name, " ", "-"))
+			if !strings.Contains(r["error"].(string), tc.want) {
+				t.Fatalf("refusal %q does not say %q", r["error"], tc.want)
+			}
+		})
+	}
+	if after := incoming(t, server); len(after) != before {
+		t.Fatalf("server application saw requests with bad tokens: %v", after[before:])
+	}
+	rogue.setToken(valid)
+	rogue.must("connect %s/echo honest-again", c.ns)
+
+	t.Run("planted server sockets", func(t *testing.T) {
+		dir := nodedir.Dir{Root: c.nodeDir}
+		// A pod not selected by spec.servers plants an endpoint with its
+		// own valid token, from the process holding its identity socket
+		// (a sidecar modified to skip its own publish check).
+		impostor := c.createPod("impostor", "server", map[string]string{"app": "other"})
+		fake := plantServer(t, dir.EndpointPath(c.ns, "guarded", string(impostor.UID)),
+			requestToken(t, c.ns, "server", impostor, identityAudience), string(impostor.UID))
+		r := client.fails("server_identity", "connect %s/guarded secret", c.ns)
+		if !strings.Contains(r["error"].(string), "does not match spec.servers") {
+			t.Fatalf("refusal does not name the squatting: %v", r["error"])
+		}
+		if fake.sawToken() {
+			t.Fatal("the client sidecar revealed its token to a squatter")
+		}
+		fake.Close()
+		// A stolen token of an allowed server, served from an endpoint
+		// named after that server: the presenting process is not the
+		// server's sidecar.
+		fake = plantServer(t, dir.EndpointPath(c.ns, "guarded", server.uid), server.token())
+		r = client.fails("server_identity", "connect %s/guarded secret", c.ns)
+		if !strings.Contains(r["error"].(string), "not that pod's sidecar") {
+			t.Fatalf("refusal does not name the binding failure: %v", r["error"])
+		}
+		if fake.sawToken() {
+			t.Fatal("the client sidecar revealed its token to an unverified server")
+		}
+		fake.Close()
+	})
+}
+
+func keyOf(ns, name string) clientKey { return clientKey{Namespace: ns, Name: name} }
+
+func incoming(t *testing.T, p *pod) []map[string]string {
+	t.Helper()
+	var in []map[string]string
+	if err := json.Unmarshal([]byte(p.must("incoming")["incoming"].(string)), &in); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func eventually(t *testing.T, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

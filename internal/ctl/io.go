@@ -1,0 +1,143 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// maxFDs is the most descriptors Read makes room for; more arrive truncated
+// (MSG_CTRUNC), which is refused.
+const maxFDs = 1
+
+// Write sends m on c, with f's descriptor attached as SCM_RIGHTS when the
+// type carries one. The caller keeps ownership of f.
+func Write(c *net.UnixConn, m *Message, f *os.File) error {
+	b, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	want := m.Type.FDs()
+	switch {
+	case want == 1 && f == nil:
+		return fmt.Errorf("ctl: %v message needs a descriptor", m.Type)
+	case want == 0 && f != nil:
+		return fmt.Errorf("ctl: %v message carries no descriptor", m.Type)
+	}
+	var oob []byte
+	if f != nil {
+		oob = syscall.UnixRights(int(f.Fd()))
+	}
+	n, oobn, err := c.WriteMsgUnix(b, oob, nil)
+	if err != nil {
+		return fmt.Errorf("ctl: sending %v message: %w", m.Type, err)
+	}
+	if n != len(b) || oobn != len(oob) {
+		return fmt.Errorf("ctl: short write of %v message", m.Type)
+	}
+	return nil
+}
+
+// Read receives one message from c. It returns io.EOF when the peer closed
+// the socket. A message that carries a descriptor comes with it as an
+// *os.File the caller owns; descriptors that arrive with a message that
+// does not carry one, or with a malformed message, are closed and the
+// message refused with an error matching ErrMalformed.
+func Read(c *net.UnixConn) (*Message, *os.File, error) {
+	buf := make([]byte, MaxDatagram+1)
+	oob := make([]byte, syscall.CmsgSpace(4*maxFDs))
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, nil, err
+	}
+	fds, ferr := parseRights(oob[:oobn])
+	closeAll := func() {
+		for _, fd := range fds {
+			_ = syscall.Close(fd)
+		}
+	}
+	switch {
+	case ferr != nil:
+		closeAll()
+		return nil, nil, errorf("bad control message: %v", ferr)
+	case flags&syscall.MSG_CTRUNC != 0:
+		closeAll()
+		return nil, nil, errorf("too many descriptors attached")
+	case flags&syscall.MSG_TRUNC != 0:
+		closeAll()
+		return nil, nil, errorf("datagram larger than %d bytes", MaxDatagram)
+	case n == 0 && len(fds) == 0:
+		return nil, nil, io.EOF
+	}
+	m, err := Decode(buf[:n])
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	if len(fds) != m.Type.FDs() {
+		closeAll()
+		return nil, nil, errorf("%v message with %d descriptors, want %d", m.Type, len(fds), m.Type.FDs())
+	}
+	var f *os.File
+	if len(fds) == 1 {
+		f = os.NewFile(uintptr(fds[0]), "kalpc-channel")
+	}
+	return m, f, nil
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	var bad error
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Level != syscall.SOL_SOCKET || m.Header.Type != syscall.SCM_RIGHTS {
+			bad = errors.New("unexpected control message (only SCM_RIGHTS is accepted)")
+			continue
+		}
+		got, err := syscall.ParseUnixRights(m)
+		if err != nil {
+			bad = err
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	if bad != nil {
+		for _, fd := range fds {
+			_ = syscall.Close(fd)
+		}
+		return nil, bad
+	}
+	return fds, nil
+}
+
+// Deadline applies ctx's deadline to c and makes ctx's cancellation
+// interrupt blocked reads and writes. Call the returned function when done.
+func Deadline(ctx context.Context, c *net.UnixConn) (stop func()) {
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(d)
+	}
+	s := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	return func() { s() }
+}
+
+// Dial connects to the SOCK_SEQPACKET socket at path.
+func Dial(ctx context.Context, path string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unixpacket", path)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}

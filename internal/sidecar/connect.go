@@ -1,0 +1,180 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/sidecar/metrics"
+	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
+	"github.com/kalpc/kalpc/internal/sidecar/policy"
+)
+
+// connect serves an application's Connect request: the client side of
+// brokering.
+func (s *Sidecar) connect(c *net.UnixConn, m *ctl.Message) {
+	start := time.Now()
+	ns := m.Namespace
+	if ns == "" {
+		ns = s.opts.Pod.Namespace
+	}
+	key := ns + "/" + m.Name
+	// Each server endpoint tried may take two handshake steps.
+	ctx, cancel := context.WithTimeout(s.ctx, 3*s.opts.HandshakeTimeout)
+	defer cancel()
+	stop := ctl.Deadline(ctx, c)
+	defer stop()
+	server, err := s.connectVia(ctx, c, ns, m.Name, m.Payload)
+	result := metrics.ResultAccepted
+	if err != nil {
+		code := codeOf(err)
+		result = resultOf(code)
+		if code != ctl.CodeRejected {
+			s.log.Info("connect failed", "port", key, "code", code.String(), "error", err)
+		}
+		s.replyError(c, code, err.Error())
+	} else {
+		s.log.Debug("connected", "port", key, "server", server.String())
+	}
+	s.metrics.Connections.WithLabelValues(key, metrics.RoleClient, result).Inc()
+	s.metrics.ConnectDuration.WithLabelValues(metrics.RoleClient, result).Observe(time.Since(start).Seconds())
+}
+
+// connectVia tries the port's endpoints on this node in round-robin order,
+// skipping dead ones and ones that fail identity verification, and hands the
+// application its end of the channel.
+func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name string, msg []byte) (identity.Identity, error) {
+	port, err := s.engine.Port(ctx, ns, name)
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	uids, err := s.dir.Endpoints(ns, name)
+	if err != nil {
+		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot list the endpoints of %s/%s: %w", ns, name, err)
+	}
+	key := ns + "/" + name
+	s.mu.Lock()
+	first := s.rr[key]
+	s.rr[key]++
+	s.mu.Unlock()
+	var identityErrs []error
+	for i := range uids {
+		uid := uids[(int(first)+i)%len(uids)]
+		path := s.dir.EndpointPath(ns, name, uid)
+		pc, err := nodedir.Dial(ctx, path)
+		if err != nil {
+			if removed, _ := nodedir.CleanStale(path); removed {
+				s.metrics.StaleEntries.Inc()
+				s.log.Info("removed the endpoint of a dead server", "port", key, "podUID", uid)
+			}
+			continue
+		}
+		server, resp, f, err := s.tryServer(ctx, pc, port, uid, msg)
+		_ = pc.Close()
+		switch {
+		case errors.Is(err, errServerIdentity):
+			s.log.Warn("refusing a server endpoint that failed identity verification", "port", key, "podUID", uid, "error", err)
+			identityErrs = append(identityErrs, err)
+			continue
+		case errors.Is(err, errEndpointGone):
+			continue
+		case err != nil:
+			return server, err
+		}
+		peer := ctl.Identity{Namespace: server.Namespace, ServiceAccount: server.ServiceAccount, PodName: server.PodName, PodUID: server.PodUID}
+		err = ctl.Write(app, &ctl.Message{Type: ctl.TypeChannel, Policy: resp.Policy, Peer: peer, Payload: resp.Payload}, f)
+		_ = f.Close()
+		if err != nil {
+			return server, fmt.Errorf("cannot hand the channel to the application: %w", err)
+		}
+		return server, nil
+	}
+	if len(identityErrs) > 0 {
+		return identity.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
+	}
+	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s", key, s.opts.Pod.NodeName)
+}
+
+// tryServer runs the client side of the handshake with one server
+// endpoint. The client's token is sent only after the server's identity
+// has been verified.
+func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid string, msg []byte) (identity.Identity, *ctl.Message, *os.File, error) {
+	var server identity.Identity
+	stop := ctl.Deadline(ctx, pc)
+	defer stop()
+	hello, f, err := ctl.Read(pc)
+	if f != nil {
+		_ = f.Close()
+	}
+	if err != nil {
+		if errors.Is(err, ctl.ErrMalformed) {
+			return server, nil, nil, fmt.Errorf("%w: %w", errServerIdentity, err)
+		}
+		return server, nil, nil, fmt.Errorf("%w: %w", errEndpointGone, err)
+	}
+	switch hello.Type {
+	case ctl.TypePeerHello:
+	case ctl.TypePeerRefused:
+		return server, nil, nil, refuse(hello.Code, "%s", hello.Reason)
+	default:
+		return server, nil, nil, fmt.Errorf("%w: endpoint opened with a %v message", errServerIdentity, hello.Type)
+	}
+	server, err = s.verifyServer(ctx, pc, port, uid, hello.Token)
+	if err != nil {
+		return server, nil, nil, fmt.Errorf("%w: %w", errServerIdentity, err)
+	}
+	token, err := s.token.Token()
+	if err != nil {
+		return server, nil, nil, refuse(ctl.CodeUnavailable, "client sidecar cannot read its token: %w", err)
+	}
+	if err := ctl.Write(pc, &ctl.Message{Type: ctl.TypePeerConnect, Token: token, Namespace: port.Namespace, Name: port.Name, Payload: msg}, nil); err != nil {
+		return server, nil, nil, fmt.Errorf("%w: %w", errEndpointGone, err)
+	}
+	resp, f, err := ctl.Read(pc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return server, nil, nil, refuse(ctl.CodeUnavailable, "server did not answer in time")
+		}
+		return server, nil, nil, refuse(ctl.CodeUnavailable, "server sidecar closed the connection: %w", err)
+	}
+	switch resp.Type {
+	case ctl.TypePeerAccepted:
+		return server, resp, f, nil
+	case ctl.TypePeerRefused:
+		return server, nil, nil, refuse(resp.Code, "%s", resp.Reason)
+	}
+	if f != nil {
+		_ = f.Close()
+	}
+	return server, nil, nil, refuse(ctl.CodeUnavailable, "server sidecar answered with a %v message", resp.Type)
+}
+
+// verifyServer checks a server endpoint's identity: a valid token of a pod
+// whose UID names the endpoint, presented by that pod's sidecar, in the
+// port's namespace and selected by spec.servers (anti name-squatting).
+func (s *Sidecar) verifyServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid, token string) (identity.Identity, error) {
+	id, err := s.verifyPeer(ctx, pc, token)
+	if err != nil {
+		return id, err
+	}
+	if id.PodUID != uid {
+		return id, fmt.Errorf("endpoint of pod uid %s presented the token of %s", uid, id)
+	}
+	if id.Namespace != port.Namespace {
+		return id, fmt.Errorf("%s is not in the port's namespace %s", id, port.Namespace)
+	}
+	pod, err := s.engine.Pod(ctx, id)
+	if err != nil {
+		return id, err
+	}
+	if err := policy.MayServe(port, pod); err != nil {
+		return id, err
+	}
+	return id, nil
+}

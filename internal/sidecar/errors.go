@@ -1,0 +1,66 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/sidecar/metrics"
+	"github.com/kalpc/kalpc/internal/sidecar/policy"
+)
+
+// refusal is a failure with the code the requester receives.
+type refusal struct {
+	code ctl.Code
+	err  error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(code ctl.Code, format string, args ...any) error {
+	return &refusal{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// errServerIdentity marks a server endpoint that failed verification; the
+// client sidecar tries the next one.
+var errServerIdentity = errors.New("server identity not verified")
+
+// errEndpointGone marks a server endpoint that went away mid-handshake.
+var errEndpointGone = errors.New("server endpoint went away")
+
+// codeOf returns the code a requester receives for err.
+func codeOf(err error) ctl.Code {
+	var r *refusal
+	switch {
+	case errors.As(err, &r):
+		return r.code
+	case errors.Is(err, policy.ErrPortNotFound):
+		return ctl.CodePortNotFound
+	case errors.Is(err, policy.ErrNotServer):
+		return ctl.CodeNotServer
+	case errors.Is(err, policy.ErrDenied):
+		return ctl.CodeDenied
+	case errors.Is(err, identity.ErrUnauthenticated):
+		return ctl.CodeUnauthenticated
+	case errors.Is(err, errServerIdentity):
+		return ctl.CodeServerIdentity
+	}
+	return ctl.CodeUnavailable
+}
+
+var results = map[ctl.Code]string{
+	ctl.CodePortNotFound: metrics.ResultPortNotFound, ctl.CodeNotServer: metrics.ResultNotServer,
+	ctl.CodeDenied: metrics.ResultDenied, ctl.CodeUnauthenticated: metrics.ResultUnauthenticated,
+	ctl.CodeServerIdentity: metrics.ResultServerIdentity, ctl.CodeNoServer: metrics.ResultNoServer,
+	ctl.CodeRejected: metrics.ResultRejected, ctl.CodeLimit: metrics.ResultLimit,
+}
+
+// resultOf returns the metrics result label of a failure code.
+func resultOf(code ctl.Code) string {
+	if r, ok := results[code]; ok {
+		return r
+	}
+	return metrics.ResultError
+}

@@ -1,0 +1,166 @@
+package identity
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+)
+
+// Audience is the audience of kalpc's projected tokens.
+const Audience = "kalpc.io"
+
+// Extra keys of a pod-bound ServiceAccount token, as TokenReview reports them.
+const (
+	ExtraPodName  = "authentication.kubernetes.io/pod-name"
+	ExtraPodUID   = "authentication.kubernetes.io/pod-uid"
+	ExtraNodeName = "authentication.kubernetes.io/node-name"
+)
+
+// ErrUnauthenticated means the token is not a valid kalpc token of a pod:
+// forged, expired, for another audience, not bound to a pod, of a deleted
+// pod, or of a pod on another node.
+var ErrUnauthenticated = errors.New("token not authenticated")
+
+// ErrReview means the token could not be reviewed (API server unreachable
+// or this sidecar not yet authorized); retrying may succeed.
+var ErrReview = errors.New("token review failed")
+
+// Identity is a pod's verified identity.
+type Identity struct {
+	Namespace      string
+	ServiceAccount string
+	PodName        string
+	PodUID         string
+	// NodeName is the node the pod was bound to when the token was issued,
+	// when the API server reports it.
+	NodeName string
+}
+
+func (id Identity) String() string {
+	return fmt.Sprintf("pod %s/%s (uid %s, serviceaccount %s)", id.Namespace, id.PodName, id.PodUID, id.ServiceAccount)
+}
+
+// TokenFile is the path of a projected token. The kubelet replaces the
+// file before the token expires, so it is read on every use.
+type TokenFile string
+
+// Token reads the current token.
+func (f TokenFile) Token() (string, error) {
+	b, err := os.ReadFile(string(f))
+	if err != nil {
+		return "", fmt.Errorf("failed to read token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("token file %s is empty", string(f))
+	}
+	return t, nil
+}
+
+// Verifier verifies peers' tokens with TokenReview.
+type Verifier struct {
+	// Reviews creates TokenReviews.
+	Reviews authnclient.TokenReviewInterface
+	// NodeName, when set, refuses tokens of pods bound to another node
+	// (when the API server reports the node). Defaults to no check.
+	NodeName string
+	// CacheTTL is how long a successful verdict is reused for the same
+	// token. Defaults to 10s; negative disables the cache.
+	CacheTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[[32]byte]cached
+}
+
+type cached struct {
+	id      Identity
+	expires time.Time
+}
+
+const maxCache = 4096
+
+// Verify reviews token and returns the identity of the pod it is bound to.
+// The error matches ErrUnauthenticated when the token is refused, and
+// ErrReview when it could not be reviewed.
+func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+	key := sha256.Sum256([]byte(token))
+	ttl := v.CacheTTL
+	if ttl == 0 {
+		ttl = 10 * time.Second
+	}
+	if ttl > 0 {
+		v.mu.Lock()
+		c, ok := v.cache[key]
+		v.mu.Unlock()
+		if ok && time.Now().Before(c.expires) {
+			return c.id, nil
+		}
+	}
+	tr, err := v.Reviews.Create(ctx, &authnv1.TokenReview{
+		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{Audience}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrReview, err)
+	}
+	id, err := v.identity(&tr.Status)
+	if err != nil {
+		return Identity{}, err
+	}
+	if ttl > 0 {
+		v.mu.Lock()
+		if v.cache == nil || len(v.cache) >= maxCache {
+			v.cache = make(map[[32]byte]cached)
+		}
+		v.cache[key] = cached{id: id, expires: time.Now().Add(ttl)}
+		v.mu.Unlock()
+	}
+	return id, nil
+}
+
+func (v *Verifier) identity(st *authnv1.TokenReviewStatus) (Identity, error) {
+	if !st.Authenticated {
+		reason := st.Error
+		if reason == "" {
+			reason = "the API server did not authenticate it"
+		}
+		return Identity{}, fmt.Errorf("%w: %s", ErrUnauthenticated, reason)
+	}
+	if !slices.Contains(st.Audiences, Audience) {
+		return Identity{}, fmt.Errorf("%w: not valid for audience %s", ErrUnauthenticated, Audience)
+	}
+	rest, ok := strings.CutPrefix(st.User.Username, "system:serviceaccount:")
+	ns, sa, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 || ns == "" || sa == "" {
+		return Identity{}, fmt.Errorf("%w: %q is not a ServiceAccount", ErrUnauthenticated, st.User.Username)
+	}
+	one := func(key string) (string, bool) {
+		vals := st.User.Extra[key]
+		if len(vals) != 1 || vals[0] == "" {
+			return "", false
+		}
+		return vals[0], true
+	}
+	name, ok := one(ExtraPodName)
+	uid, ok2 := one(ExtraPodUID)
+	if !ok || !ok2 {
+		return Identity{}, fmt.Errorf("%w: token of %s/%s is not bound to a pod", ErrUnauthenticated, ns, sa)
+	}
+	id := Identity{Namespace: ns, ServiceAccount: sa, PodName: name, PodUID: uid}
+	if node, ok := one(ExtraNodeName); ok {
+		id.NodeName = node
+		if v.NodeName != "" && node != v.NodeName {
+			return Identity{}, fmt.Errorf("%w: token of %s runs on node %s, not on this node %s", ErrUnauthenticated, id, node, v.NodeName)
+		}
+	}
+	return id, nil
+}

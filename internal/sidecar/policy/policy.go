@@ -1,0 +1,236 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/sidecar/identity"
+)
+
+// Errors of the decisions; each reaches the requesting application as a
+// distinct error.
+var (
+	// ErrPortNotFound means no ConnectionPort of that name exists.
+	ErrPortNotFound = errors.New("connection port not found")
+	// ErrNotServer means the pod is not an allowed server of the port.
+	ErrNotServer = errors.New("pod may not serve the connection port")
+	// ErrDenied means the client matches none of the port's client rules.
+	ErrDenied = errors.New("client not allowed by the connection port's rules")
+)
+
+// PodGetter reads one pod.
+type PodGetter interface {
+	Get(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+}
+
+// Engine evaluates ConnectionPorts.
+type Engine struct {
+	// Reader reads ConnectionPorts and Namespaces, normally from an
+	// informer cache.
+	Reader client.Reader
+	// Pods reads pods.
+	Pods PodGetter
+}
+
+// Port returns the ConnectionPort namespace/name; the error matches
+// ErrPortNotFound if it does not exist.
+func (e *Engine) Port(ctx context.Context, namespace, name string) (*kalpcv1alpha1.ConnectionPort, error) {
+	var p kalpcv1alpha1.ConnectionPort
+	if err := e.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: no ConnectionPort %s/%s", ErrPortNotFound, namespace, name)
+		}
+		return nil, fmt.Errorf("failed to get ConnectionPort %s/%s: %w", namespace, name, err)
+	}
+	return &p, nil
+}
+
+// MayServe reports whether pod may serve port: it must be in the port's
+// namespace, match spec.servers and not be terminating.
+func MayServe(port *kalpcv1alpha1.ConnectionPort, pod *corev1.Pod) error {
+	if pod.Namespace != port.Namespace {
+		return fmt.Errorf("%w: pod %s/%s is not in the port's namespace %s", ErrNotServer, pod.Namespace, pod.Name, port.Namespace)
+	}
+	if pod.DeletionTimestamp != nil {
+		return fmt.Errorf("%w: pod %s/%s is terminating", ErrNotServer, pod.Namespace, pod.Name)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&port.Spec.Servers)
+	if err != nil {
+		return fmt.Errorf("%w: ConnectionPort %s/%s has an invalid spec.servers: %w", ErrNotServer, port.Namespace, port.Name, err)
+	}
+	if !sel.Matches(labels.Set(pod.Labels)) {
+		return fmt.Errorf("%w: pod %s/%s does not match spec.servers of ConnectionPort %s/%s", ErrNotServer, pod.Namespace, pod.Name, port.Namespace, port.Name)
+	}
+	return nil
+}
+
+// Pod returns the pod of a verified identity, checking that it still has
+// the identity's UID.
+func (e *Engine) Pod(ctx context.Context, id identity.Identity) (*corev1.Pod, error) {
+	pod, err := e.Pods.Get(ctx, id.Namespace, id.PodName)
+	if err != nil {
+		return nil, fmt.Errorf("failed to get pod %s/%s: %w", id.Namespace, id.PodName, err)
+	}
+	if string(pod.UID) != id.PodUID {
+		return nil, fmt.Errorf("pod %s/%s has uid %s, not %s: it was replaced", id.Namespace, id.PodName, pod.UID, id.PodUID)
+	}
+	return pod, nil
+}
+
+// Authorize reports whether the verified client may connect to port. The
+// error matches ErrDenied when no rule allows it.
+func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, client identity.Identity) error {
+	rules := port.Spec.Clients
+	if len(rules) == 0 {
+		if client.Namespace == port.Namespace {
+			return nil
+		}
+		return fmt.Errorf("%w: %s is not in namespace %s, and ConnectionPort %s/%s has no client rules", ErrDenied, client, port.Namespace, port.Namespace, port.Name)
+	}
+	var errs []error
+	for i := range rules {
+		ok, err := e.matches(ctx, port, &rules[i], client)
+		if ok {
+			return nil
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		// A rule could not be evaluated; deny, but say why.
+		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s (%w)", ErrDenied, client, port.Namespace, port.Name, errors.Join(errs...))
+	}
+	return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s", ErrDenied, client, port.Namespace, port.Name)
+}
+
+func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, r *kalpcv1alpha1.ClientRule, c identity.Identity) (bool, error) {
+	if r.Namespaces == nil && r.NamespaceSelector == nil {
+		if c.Namespace != port.Namespace {
+			return false, nil
+		}
+	}
+	if r.Namespaces != nil && !slices.Contains(r.Namespaces, c.Namespace) {
+		return false, nil
+	}
+	if len(r.ServiceAccounts) > 0 && !slices.Contains(r.ServiceAccounts, c.ServiceAccount) {
+		return false, nil
+	}
+	if r.NamespaceSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(r.NamespaceSelector)
+		if err != nil {
+			return false, fmt.Errorf("invalid namespaceSelector: %w", err)
+		}
+		var ns corev1.Namespace
+		if err := e.Reader.Get(ctx, types.NamespacedName{Name: c.Namespace}, &ns); err != nil {
+			return false, fmt.Errorf("failed to get namespace %s: %w", c.Namespace, err)
+		}
+		if !sel.Matches(labels.Set(ns.Labels)) {
+			return false, nil
+		}
+	}
+	if r.PodSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(r.PodSelector)
+		if err != nil {
+			return false, fmt.Errorf("invalid podSelector: %w", err)
+		}
+		pod, err := e.Pod(ctx, c)
+		if err != nil {
+			return false, err
+		}
+		if !sel.Matches(labels.Set(pod.Labels)) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// MessagePolicy returns the port's message policy, with the CRD's defaults
+// for fields a port that predates them lacks.
+func MessagePolicy(port *kalpcv1alpha1.ConnectionPort) ctl.Policy {
+	mp := port.Spec.MessagePolicy
+	p := ctl.Policy{
+		InlineLimit:        kalpcv1alpha1.DefaultInlineLimitBytes,
+		MaxMessageBytes:    kalpcv1alpha1.DefaultMaxMessageBytes,
+		MaxSectionBytes:    kalpcv1alpha1.DefaultMaxSectionBytesPerConnection,
+		MaxPendingMessages: kalpcv1alpha1.DefaultMaxPendingMessages,
+		MaxConnections:     kalpcv1alpha1.DefaultMaxConnections,
+	}
+	if mp.InlineLimitBytes > 0 {
+		p.InlineLimit = uint32(mp.InlineLimitBytes)
+	}
+	if mp.MaxMessageBytes > 0 {
+		p.MaxMessageBytes = uint64(mp.MaxMessageBytes)
+	}
+	if mp.MaxSectionBytesPerConnection != nil && *mp.MaxSectionBytesPerConnection >= 0 {
+		p.MaxSectionBytes = uint64(*mp.MaxSectionBytesPerConnection)
+	}
+	if mp.MaxPendingMessages > 0 {
+		p.MaxPendingMessages = uint32(mp.MaxPendingMessages)
+	}
+	if mp.MaxConnections > 0 {
+		p.MaxConnections = uint32(mp.MaxConnections)
+	}
+	if mp.DirectAccess != nil {
+		p.DirectAccess = *mp.DirectAccess
+	}
+	return p
+}
+
+// CachedPods is a PodGetter that keeps pods for TTL, so a burst of
+// connections from one pod costs one GET.
+type CachedPods struct {
+	// Client reads pods from the API server.
+	Client client.Reader
+	// TTL defaults to 2s.
+	TTL time.Duration
+
+	mu   sync.Mutex
+	pods map[types.NamespacedName]cachedPod
+}
+
+type cachedPod struct {
+	pod     *corev1.Pod
+	expires time.Time
+}
+
+var _ PodGetter = (*CachedPods)(nil)
+
+// Get returns the pod namespace/name.
+func (c *CachedPods) Get(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = 2 * time.Second
+	}
+	c.mu.Lock()
+	if p, ok := c.pods[key]; ok && time.Now().Before(p.expires) {
+		c.mu.Unlock()
+		return p.pod, nil
+	}
+	c.mu.Unlock()
+	var pod corev1.Pod
+	if err := c.Client.Get(ctx, key, &pod); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.pods == nil || len(c.pods) > 4096 {
+		c.pods = make(map[types.NamespacedName]cachedPod)
+	}
+	c.pods[key] = cachedPod{pod: &pod, expires: time.Now().Add(ttl)}
+	c.mu.Unlock()
+	return &pod, nil
+}

@@ -1,0 +1,70 @@
+package alpcgrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+
+	"github.com/kalpc/kalpc/pkg/alpc"
+)
+
+// ErrNoPort means no kalpc connection port listens at the address: the
+// server is not on this host, or not running. Dialers return it (wrapped)
+// unless they have a fallback.
+var ErrNoPort = errors.New("alpcgrpc: no kalpc connection port at the address")
+
+// Dialer connects to compatibility-mode ports (see Listener). Its
+// DialContext fits grpc.WithContextDialer; the address is the port's socket
+// path, as given in a "passthrough:///" or "unix:///" target.
+//
+// The zero Dialer is ready to use.
+type Dialer struct {
+	// Config configures the kalpc connection as in alpc.Dial; its Handler
+	// must be nil. Nil means defaults, except that MaxPendingCalls defaults
+	// to 64.
+	Config *alpc.Config
+
+	// Fallback, if not nil, is called instead of failing when no kalpc port
+	// listens at the address, for example to reach the same service over
+	// TCP when it is not on this node. Nil means such dials fail with an
+	// error wrapping ErrNoPort.
+	Fallback func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// DialContext connects to the port at path and returns the connection as a
+// net.Conn byte stream.
+func (d *Dialer) DialContext(ctx context.Context, path string) (net.Conn, error) {
+	c, err := streamConfig(d.Config)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: dial %s: %w", path, err)
+	}
+	sc := newStreamConn("", Addr(path))
+	c.Handler = alpc.HandlerFunc(sc.serveALPC)
+	conn, err := alpc.Dial(ctx, path, []byte(StreamMessage), &c)
+	if err != nil {
+		if isNoPort(err) {
+			if d.Fallback != nil {
+				return d.Fallback(ctx, path)
+			}
+			return nil, &net.OpError{Op: "dial", Net: Network, Addr: Addr(path), Err: fmt.Errorf("%w: %w", ErrNoPort, err)}
+		}
+		return nil, &net.OpError{Op: "dial", Net: Network, Addr: Addr(path), Err: err}
+	}
+	sc.conn = conn
+	return sc, nil
+}
+
+// DialOption returns the grpc.DialOption that makes a grpc.ClientConn dial
+// through d: grpc.WithContextDialer(d.DialContext).
+func (d *Dialer) DialOption() grpc.DialOption {
+	return grpc.WithContextDialer(d.DialContext)
+}
+
+// isNoPort reports whether a dial failed because nothing listens at the
+// path.
+func isNoPort(err error) bool {
+	return errors.Is(err, alpc.ErrNoPort)
+}
