@@ -31,9 +31,9 @@ COPY pkg/ pkg/
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    for c in cmd/*; do \
+    for c in operator sidecar nodeprep; do \
       GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w -buildid=" \
-        -o /out/kalpc-$(basename $c) ./$c || exit 1; \
+        -o /out/kalpc-$c ./cmd/$c || exit 1; \
     done
 
 FROM ${BASE_IMAGE} AS base

@@ -15,9 +15,9 @@ BENCHTIME     ?= 2s
 BENCH_FLAGS   ?=
 export GOFLAGS := -buildvcs=false
 
-# Images: one per command under cmd/ (kalpc-operator, kalpc-sidecar,
+# Images: one per shipped command (kalpc-operator, kalpc-sidecar,
 # kalpc-nodeprep), built from static binaries.
-COMMANDS         := $(notdir $(wildcard cmd/*))
+COMMANDS         := operator sidecar nodeprep
 ARCH             ?= amd64
 VERSION          ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -107,7 +107,7 @@ envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.
 ##@ Images and chart
 
 .PHONY: binaries
-binaries: ## Build static linux binaries (ARCH, default amd64) of every command into _out/bin/.
+binaries: ## Build static linux binaries (ARCH, default amd64) of the shipped commands into _out/bin/.
 	@mkdir -p _out/bin/linux_$(ARCH)
 	for c in $(COMMANDS); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \
