@@ -15,6 +15,17 @@ BENCHTIME     ?= 2s
 BENCH_FLAGS   ?=
 export GOFLAGS := -buildvcs=false
 
+# Images: one per shipped command (kalpc-operator, kalpc-sidecar,
+# kalpc-nodeprep), built from static binaries.
+COMMANDS         := operator sidecar nodeprep
+ARCH             ?= amd64
+VERSION          ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
+# Every timestamp in the images; the last commit's time makes them reproducible.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_REGISTRY   ?= ghcr.io/kalpc
+IMAGE_TAG        ?= $(VERSION)
+
 ##@ General
 
 .PHONY: help
@@ -71,11 +82,11 @@ verify: ## Fail if generated files, go.mod or formatting drift from what the too
 	hack/verify.sh
 
 .PHONY: generate
-generate: ## Generate deepcopy functions and the CRD, RBAC and webhook manifests under config/ (hack/generate.sh).
+generate: ## Generate deepcopy functions, the CRD, RBAC and webhook manifests under config/ and the chart's CRDs (hack/generate.sh).
 	hack/generate.sh
 
 .PHONY: manifests
-manifests: generate ## Regenerate config/crd, config/rbac and config/webhook from the Go markers (same as generate).
+manifests: generate ## Regenerate config/crd, config/rbac, config/webhook and charts/kalpc/templates/crds from the Go markers (same as generate).
 
 .PHONY: test-operator
 test-operator: envtest ## Run the API and operator tests against a real API server (envtest), with -race.
@@ -92,6 +103,40 @@ run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.
 	@hack/envtest-bins.sh >/dev/null
+
+##@ Images and chart
+
+.PHONY: binaries
+binaries: ## Build static linux binaries (ARCH, default amd64) of the shipped commands into _out/bin/.
+	@mkdir -p _out/bin/linux_$(ARCH)
+	for c in $(COMMANDS); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \
+	    -o _out/bin/linux_$(ARCH)/kalpc-$$c ./cmd/$$c || exit 1; \
+	done
+
+.PHONY: image
+image: binaries ## Build an image tarball per command into _out/images/ without Docker (hack/image); load with docker/kind/podman.
+	@mkdir -p _out/images
+	for c in $(COMMANDS); do \
+	  $(GO) run ./hack/image --binary _out/bin/linux_$(ARCH)/kalpc-$$c --arch $(ARCH) \
+	    --description "kalpc $$c" --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
+	    --tag $(IMAGE_REGISTRY)/kalpc-$$c:$(IMAGE_TAG) --out _out/images/kalpc-$$c.tar || exit 1; \
+	done
+
+.PHONY: docker-build
+docker-build: ## Build the images with Docker (BuildKit) from the Dockerfile instead.
+	for c in $(COMMANDS); do \
+	  docker build --target $$c --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	    --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) -t $(IMAGE_REGISTRY)/kalpc-$$c:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: kind-load
+kind-load: image ## Load the image tarballs into a kind cluster (KIND_CLUSTER, default "kind").
+	for c in $(COMMANDS); do kind load image-archive _out/images/kalpc-$$c.tar --name $${KIND_CLUSTER:-kind} || exit 1; done
+
+.PHONY: test-chart
+test-chart: envtest ## Run the chart, image and node preparation tests (real helm install into envtest), with -race.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./test/chart/... ./hack/image/... ./cmd/nodeprep/... ./internal/nodeprep/...
 
 ##@ Tools
 

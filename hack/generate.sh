@@ -26,3 +26,6 @@ rm -f config/rbac/role.yaml config/rbac/sidecar_role.yaml
 # The pod injection webhook's MutatingWebhookConfiguration.
 rm -rf config/webhook/manifests.yaml
 "${controller_gen[@]}" webhook paths=./internal/operator/inject/... output:webhook:artifacts:config=config/webhook
+
+# The Helm chart's CRD templates, from config/crd/bases.
+hack/chart-crds.sh
