@@ -40,7 +40,7 @@ func BenchmarkUnary(b *testing.B) {
 		}
 	}
 	p50 := map[string]time.Duration{}
-	sizes := []int{64, 4 << 10, 1 << 20}
+	sizes := []int{64, 4 << 10, 1 << 20, 3 << 20}
 	for _, size := range sizes {
 		for _, mode := range []string{"unix", "compat", "native"} {
 			name := fmt.Sprintf("%s/%s", sizeName(size), mode)
