@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -62,6 +63,16 @@ func usage() {
 // calls back into the client ("who are you?") before answering.
 func serve(ctx context.Context, port string) error {
 	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
+		// Look at the payload in place first: large ones stay in the
+		// client's shared-memory section.
+		v := req.View()
+		defer v.Release()
+		if bytes.HasPrefix(v.Bytes(), []byte("len:")) {
+			return fmt.Appendf(nil, "%d bytes", v.Len()), nil
+		}
+		if v.Len() > 1<<10 {
+			return req.Payload(), nil // echo large payloads (a private copy)
+		}
 		msg := string(req.Payload())
 		if text, ok := strings.CutPrefix(msg, "shout:"); ok {
 			// A callback: ask the client something while its call waits.
@@ -113,6 +124,10 @@ func client(ctx context.Context, port, name string) error {
 		return []byte(name), nil
 	})}
 	conn, err := alpc.Dial(ctx, port, []byte(name), cfg)
+	var rejected *alpc.RejectError
+	if errors.As(err, &rejected) {
+		return fmt.Errorf("%s was rejected by the server: %s", name, rejected.Reason)
+	}
 	if err != nil {
 		return err
 	}
@@ -139,7 +154,36 @@ func client(ctx context.Context, port, name string) error {
 			return err
 		}
 	}
-	log.Printf("client: %d round trips of 64 B in %v (%.1f µs each)", n, time.Since(start).Round(time.Millisecond), float64(time.Since(start).Microseconds())/n)
+	log.Printf("client: %d round trips of 64 B in %v (%.1f µs each), copied through the socket", n, time.Since(start).Round(time.Millisecond), float64(time.Since(start).Microseconds())/n)
+
+	// Above the inline limit the same Call places the payload in a sealed
+	// shared-memory section: only its offset and length cross the socket.
+	big := make([]byte, 16<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	start = time.Now()
+	out, err = conn.Call(ctx, big)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(out, big) {
+		return errors.New("16 MiB echo came back different")
+	}
+	log.Printf("client: 16 MiB echoed through shared-memory sections in %v, content verified", time.Since(start).Round(time.Microsecond))
+
+	// A loan skips even the copy into the section: write in place, send.
+	loan, err := conn.Loan(ctx, 16<<20)
+	if err != nil {
+		return err
+	}
+	copy(loan.Bytes(), "len:")
+	start = time.Now()
+	out, err = conn.CallLoan(ctx, loan) // the loan now belongs to the server
+	if err != nil {
+		return err
+	}
+	log.Printf("client: 16 MiB loan sent without a copy and read in place by the server (%s) in %v", out, time.Since(start).Round(time.Microsecond))
 	return nil
 }
 
