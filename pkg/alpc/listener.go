@@ -216,14 +216,9 @@ func (l *Listener) Close() error {
 		l.cancel()
 		sys.EventfdSignal(l.wakefd)
 		l.wg.Wait()
-		for {
-			select {
-			case r := <-l.reqs:
-				_ = r.Reject("connection port closed")
-				continue
-			default:
-			}
-			break
+		// Nothing adds to reqs any more: reject what is still queued.
+		for len(l.reqs) > 0 {
+			_ = (<-l.reqs).Reject("connection port closed")
 		}
 		l.release()
 	})

@@ -328,7 +328,7 @@ func TestHostileSections(t *testing.T) {
 		if err := sys.Sendmsg(fd, section(1, 1<<20), nil, []int{mfd}, sys.MsgNoSignal); err != nil {
 			t.Fatal(err)
 		}
-		if err := ftruncate(mfd, 0); err == nil {
+		if err := sys.Ftruncate(mfd, 0); err == nil {
 			t.Fatal("a sealed section could be truncated")
 		}
 		// The receiver reads the section normally.

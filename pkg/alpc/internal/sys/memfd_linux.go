@@ -40,6 +40,11 @@ func MemfdCreate(name string, size int64) (int, error) {
 	return fd, nil
 }
 
+// Ftruncate wraps ftruncate(2).
+func Ftruncate(fd int, size int64) error {
+	return os.NewSyscallError("ftruncate", unix.Ftruncate(fd, size))
+}
+
 // AddSeals wraps fcntl(2) F_ADD_SEALS.
 func AddSeals(fd, seals int) error {
 	_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals)
