@@ -475,32 +475,17 @@ func (c *Conn) tryWrite(h *wire.Header) error {
 // write sends one message, waiting for socket buffer space until ctx ends
 // or the connection does.
 func (c *Conn) write(ctx context.Context, h *wire.Header, payload []byte, fds []int) error {
-	var hb [wire.HeaderSize]byte
-	h.Length = uint32(len(payload))
-	h.NFDs = uint8(len(fds))
-	h.Put(hb[:])
 	fd, err := c.sock.Acquire()
 	if err != nil {
 		return c.endErr()
 	}
 	defer c.sock.Release()
-	for {
-		err := sys.Sendmsg(fd, hb[:], payload, fds, sys.MsgDontWait|sys.MsgNoSignal)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, sys.EAGAIN):
-			if err := c.waitWritable(ctx, fd); err != nil {
-				return err
-			}
-		case errors.Is(err, sys.EINTR):
-		case errors.Is(err, sys.EPIPE), errors.Is(err, sys.ECONNRESET):
-			c.fail(ErrPeerClosed)
-			return c.endErr()
-		default:
-			return fmt.Errorf("alpc: send: %w", err)
-		}
+	err = sendMessage(fd, h, payload, fds, func() error { return c.waitWritable(ctx, fd) })
+	if errors.Is(err, ErrPeerClosed) {
+		c.fail(ErrPeerClosed)
+		return c.endErr()
 	}
+	return err
 }
 
 func (c *Conn) waitWritable(ctx context.Context, fd int) error {
