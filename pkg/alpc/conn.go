@@ -288,7 +288,11 @@ func (c *Conn) roundTrip(ctx context.Context, size int, send func(*wire.Header) 
 	if dl, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(dl); timeout <= 0 {
 			c.releaseSlots(1)
-			return callResult{}, context.DeadlineExceeded
+			// The deadline has passed but ctx's timer may not have fired
+			// yet: wait for it, so that the caller never sees a deadline
+			// error while ctx.Err() is still nil.
+			<-ctx.Done()
+			return callResult{}, ctx.Err()
 		}
 	}
 	id := c.nextID.Add(1)

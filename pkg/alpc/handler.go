@@ -50,6 +50,10 @@ func (r *Request) Conn() *Conn { return r.conn }
 // Payload returns the request's bytes. They belong to the handler. A
 // payload that arrived in shared memory is copied on the first call (and the
 // memory returned to the peer); use View to read it in place instead.
+// The copy is taken once, byte by byte: if the peer writes to its memory
+// meanwhile, the copy may mix bytes from before and after that write (it is
+// not an atomic snapshot), but it never changes afterwards, so validate the
+// copy and then use it.
 func (r *Request) Payload() []byte {
 	switch {
 	case r.payload != nil:

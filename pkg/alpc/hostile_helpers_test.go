@@ -1,0 +1,252 @@
+package alpc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
+	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
+)
+
+// hostileHelpers are child processes that play hostile peers, started with
+// startHelper. Their argument is a "|"-separated list.
+var hostileHelpers = map[string]func(arg string) error{}
+
+// splitArg splits a helper argument into its fields.
+func splitArg(arg string, n int) ([]string, error) {
+	f := strings.Split(arg, "|")
+	if len(f) != n {
+		return nil, fmt.Errorf("helper argument %q: want %d fields", arg, n)
+	}
+	return f, nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// hostileParams are the limits a hostile peer announces: generous, so that
+// only the victim's own limits apply.
+var hostileParams = wire.Params{
+	InlineLimit:     DefaultInlineLimit,
+	MaxPendingCalls: 1 << 20,
+	MaxMessageSize:  DefaultMaxMessageSize,
+	MaxSectionBytes: DefaultMaxSectionBytes,
+	Features:        wire.FeatureSections,
+}
+
+// rawConnect connects to path and completes a valid handshake by hand,
+// returning the raw (blocking) socket, for helpers that play hostile peers.
+func rawConnect(ctx context.Context, path string, msg []byte) (int, error) {
+	fd, err := connect(ctx, path)
+	if err != nil {
+		return -1, err
+	}
+	p := hostileParams
+	if err := writeHandshake(ctx, fd, wire.TypeConnect, &p, msg); err != nil {
+		sys.Close(fd)
+		return -1, err
+	}
+	h, _, err := readHandshake(ctx, fd)
+	if err == nil && h.Type != wire.TypeAccept {
+		err = fmt.Errorf("handshake answered with %v", h.Type)
+	}
+	if err == nil {
+		err = sys.SetNonblock(fd, false)
+	}
+	if err != nil {
+		sys.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// writeStats writes a helper's result for the parent test to read.
+func writeStats(file string, format string, args ...any) error {
+	return os.WriteFile(file, fmt.Appendf(nil, format, args...), 0o600)
+}
+
+// waitForFile waits for a helper's stats file and returns its contents.
+func waitForFile(t *testing.T, file string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil && len(b) > 0 {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helper did not write %s within %v", file, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// latencies records call durations.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// p99 returns the 99th percentile and the sample count.
+func (l *latencies) p99() (time.Duration, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s[(len(s)*99)/100], len(s)
+}
+
+// echoCalls makes sequential echo calls on c, recording their latency,
+// until n calls are done (n > 0) or stop is closed. Every call must succeed.
+func echoCalls(ctx context.Context, c *Conn, n int, stop <-chan struct{}) (*latencies, error) {
+	lat := &latencies{}
+	msg := []byte("echo:ping")
+	for i := 0; n <= 0 || i < n; i++ {
+		if stop != nil {
+			select {
+			case <-stop:
+				return lat, nil
+			default:
+			}
+		}
+		start := time.Now()
+		out, err := c.Call(ctx, msg)
+		if err != nil {
+			return lat, fmt.Errorf("good call %d: %w", i, err)
+		}
+		if string(out) != "ping" {
+			return lat, fmt.Errorf("good call %d answered %q", i, out)
+		}
+		lat.add(time.Since(start))
+	}
+	return lat, nil
+}
+
+// goodTraffic measures a good connection's call p99 before an attack, then
+// keeps calling in the background while it runs. finish stops the
+// background calls and checks the p99 during the attack stayed within
+// factor times the one before (or under floor, whichever is larger: a
+// loaded 2-core CI machine has millisecond hiccups of its own).
+type goodTraffic struct {
+	before time.Duration
+	stop   chan struct{}
+	done   chan error
+	during *latencies
+}
+
+func startGoodTraffic(t *testing.T, c *Conn) *goodTraffic {
+	t.Helper()
+	before, err := echoCalls(t.Context(), c, 300, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &goodTraffic{stop: make(chan struct{}), done: make(chan error, 1)}
+	g.before, _ = before.p99()
+	go func() {
+		l, err := echoCalls(t.Context(), c, 0, g.stop)
+		g.during = l // read after done delivers
+		g.done <- err
+	}()
+	return g
+}
+
+func (g *goodTraffic) finish(t *testing.T, factor float64, floor time.Duration) {
+	t.Helper()
+	close(g.stop)
+	if err := <-g.done; err != nil {
+		t.Errorf("good connection during the attack: %v", err)
+	}
+	during, n := g.during.p99()
+	t.Logf("good connection: call p99 %v before, %v during the attack (%d calls)", g.before, during, n)
+	if n < 10 {
+		t.Errorf("good connection made only %d calls during the attack", n)
+	}
+	if limit := max(time.Duration(float64(g.before)*factor), floor); during > limit {
+		t.Errorf("good connection's p99 during the attack is %v, over %v (%.0fx the %v before, floor %v)", during, limit, factor, g.before, floor)
+	}
+}
+
+// resourceSampler records the process's peak descriptor and goroutine
+// counts while an attack runs.
+type resourceSampler struct {
+	stop            chan struct{}
+	done            chan struct{}
+	maxFDs, maxGors int
+}
+
+func sampleResources() *resourceSampler {
+	r := &resourceSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+				r.maxFDs = max(r.maxFDs, len(ents))
+			}
+			r.maxGors = max(r.maxGors, runtime.NumGoroutine())
+			select {
+			case <-r.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return r
+}
+
+func (r *resourceSampler) finish() (maxFDs, maxGoroutines int) {
+	close(r.stop)
+	<-r.done
+	return r.maxFDs, r.maxGors
+}
+
+func countFDs(t *testing.T) int { return len(openFDs(t)) }
+
+// logCapture records what the library logs (at every level), for tests
+// that check a clear error was reported where no caller receives it (a
+// failed handshake is only logged).
+type logCapture struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logCapture) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
+
+// install makes l the default logger until the returned func is called.
+// Listeners and Conns take their logger when created.
+func (l *logCapture) install() func() {
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return func() { slog.SetDefault(old) }
+}
+
+func (l *logCapture) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Contains(l.buf.String(), s)
+}
