@@ -5,7 +5,8 @@
 # kube-scheduler, kubelet, kube-proxy, kubectl (one `go build`, about 8 minutes
 # and 3 GB cold), etcd (reused from hack/envtest-bins.sh), helm and coredns.
 #
-# Usage: hack/local-cluster/build-bins.sh   # prints the directory
+# Usage: hack/local-cluster/build-bins.sh [kubernetes|etcd|helm|coredns ...]
+# (default: all of them); prints the directory.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"
@@ -79,10 +80,17 @@ build_coredns() {
   mv "${work}/coredns" "${out}/coredns"
 }
 
-need=0
-for c in ${K8S_CMDS}; do [ -x "${out}/${c}" ] || need=1; done
-[ "${need}" = 0 ] || build_kubernetes
-[ -x "${out}/etcd" ] || build_etcd
-[ -x "${out}/helm" ] || build_helm
-[ -x "${out}/coredns" ] || build_coredns || log "coredns build failed; the cluster runs without DNS"
+parts="${*:-kubernetes etcd helm coredns}"
+for part in ${parts}; do
+  case "${part}" in
+  kubernetes)
+    need=0
+    for c in ${K8S_CMDS}; do [ -x "${out}/${c}" ] || need=1; done
+    [ "${need}" = 0 ] || build_kubernetes ;;
+  etcd) [ -x "${out}/etcd" ] || build_etcd ;;
+  helm) [ -x "${out}/helm" ] || build_helm ;;
+  coredns) [ -x "${out}/coredns" ] || build_coredns || log "coredns build failed; the cluster runs without DNS" ;;
+  *) log "unknown part ${part}"; exit 2 ;;
+  esac
+done
 echo "${out}"
