@@ -7,6 +7,7 @@
 //
 //	k8s-echo server -port echo             # publish port "echo" in the pod's namespace
 //	k8s-echo client -port apps/echo        # connect, run the checks, exit 0 if all pass
+//	k8s-echo client -port apps/echo -hold  # then wait for the server to go: peer-closed
 //
 // The manifests in this directory run both with the sidecar injected
 // (make demo-cluster runs them on a local cluster). The client prints one
@@ -43,6 +44,7 @@ func main() {
 	name := fs.String("name", hostname(), "client: the name sent in the connection message")
 	size := fs.Int("size", 8<<20, "client: bytes of the section-sized messages")
 	retry := fs.Duration("retry", 60*time.Second, "client: how long to retry while the server is not yet published")
+	hold := fs.Bool("hold", false, "client: after the checks, keep the connection until the server ends it, and check that it reports peer-closed")
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,7 +54,7 @@ func main() {
 	case "server":
 		err = serve(ctx, *port)
 	case "client":
-		err = client(ctx, *port, *name, *size, *retry)
+		err = client(ctx, *port, *name, *size, *retry, *hold)
 	default:
 		usage()
 	}
@@ -158,7 +160,7 @@ func serve(ctx context.Context, port string) error {
 	}
 }
 
-func client(ctx context.Context, port, name string, size int, retry time.Duration) error {
+func client(ctx context.Context, port, name string, size int, retry time.Duration, hold bool) error {
 	cfg := &alpc.Config{Handler: alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		log.Printf("client: server called back: %q", req.Payload())
 		return []byte(name), nil
@@ -241,5 +243,18 @@ func client(ctx context.Context, port, name string, size int, retry time.Duratio
 		return fmt.Errorf("k8s-echo: %d checks failed", failed)
 	}
 	log.Printf("k8s-echo: all checks passed")
+	if hold {
+		log.Printf("client: holding the connection until the server ends it")
+		select {
+		case <-conn.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := conn.Err()
+		check("peer closed", errors.Is(err, alpc.ErrPeerClosed), fmt.Sprint(err))
+		if failed > 0 {
+			return errors.New("k8s-echo: the connection did not end with peer-closed")
+		}
+	}
 	return nil
 }

@@ -270,3 +270,69 @@ spec:
 		t.Errorf("the intruder was not refused with access denied")
 	}
 }
+
+// TestServerKilled kills the server pod under a connected client: the
+// client sees peer-closed at once, the port's status follows, and the
+// Deployment's new server pod serves new connections.
+func TestServerKilled(t *testing.T) {
+	applyEcho(t)
+	defer dump(t, ns)
+	kcStdin(t, fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata: {name: holder, namespace: %s}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {app: holder, kalpc.io/inject: "true"}
+    spec:
+      serviceAccountName: echo-client
+      restartPolicy: Never
+      containers:
+      - name: client
+        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
+        imagePullPolicy: Never
+        args: [client, -port, echo, -hold]
+`, ns), "apply", "-f", "-")
+	// Connected and checked: then kill the server.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		logs, _ := kcErr("-n", ns, "logs", "job/holder", "-c", "client")
+		if strings.Contains(logs, "holding the connection") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the holder never connected:\n%s", logs)
+		}
+		time.Sleep(time.Second)
+	}
+	killed := time.Now()
+	kc(t, "-n", ns, "delete", "pod", "-l", "app=echo-server", "--grace-period=0", "--force", "--wait=false")
+	if out, err := kcErr("-n", ns, "wait", "--for=condition=complete", "job/holder", "--timeout", "60s"); err != nil {
+		t.Fatalf("the holder did not end: %v\n%s", err, out)
+	}
+	logs := kc(t, "-n", ns, "logs", "job/holder", "-c", "client")
+	t.Logf("holder (server killed at %s):\n%s", killed.Format("15:04:05.000"), logs)
+	if !strings.Contains(logs, "PASS peer closed: alpc: peer closed the connection") {
+		t.Errorf("the client did not see peer-closed")
+	}
+
+	// A new server pod comes up and new clients connect to it.
+	kc(t, "-n", ns, "rollout", "status", "deployment/echo-server", "--timeout", "120s")
+	_, _ = kcErr("-n", ns, "delete", "job", "echo-client", "--wait")
+	kc(t, "apply", "-f", filepath.Join(root, "examples", "k8s-echo", "k8s-echo.yaml"))
+	if out, err := kcErr("-n", ns, "wait", "--for=condition=complete", "job/echo-client", "--timeout", "120s"); err != nil {
+		t.Fatalf("a new client could not talk to the new server: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		out := kc(t, "-n", ns, "get", "cport", "echo", "-o", "jsonpath={.status.readyServers}")
+		if strings.TrimSpace(out) == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ConnectionPort echo readyServers = %q after the new server started, want 1", out)
+		}
+		time.Sleep(time.Second)
+	}
+}
