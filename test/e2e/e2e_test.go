@@ -153,12 +153,17 @@ func pods(t *testing.T, namespace, selector string) []pod {
 	return list.Items
 }
 
-// applyEcho applies examples/k8s-echo afresh and waits for the server.
+// applyEcho applies examples/k8s-echo with a fresh server pod (images are
+// rebuilt under the same tag) and then a fresh client Job.
 func applyEcho(t *testing.T) {
 	t.Helper()
+	manifest := filepath.Join(root, "examples", "k8s-echo", "k8s-echo.yaml")
 	_, _ = kcErr("-n", ns, "delete", "job", "--all", "--wait")
-	kc(t, "apply", "-f", filepath.Join(root, "examples", "k8s-echo", "k8s-echo.yaml"))
+	kc(t, "apply", "-f", manifest)
+	kc(t, "-n", ns, "delete", "job", "echo-client", "--wait")
+	kc(t, "-n", ns, "rollout", "restart", "deployment/echo-server")
 	kc(t, "-n", ns, "rollout", "status", "deployment/echo-server", "--timeout", "120s")
+	kc(t, "apply", "-f", manifest)
 }
 
 // TestEcho runs the example: the server Deployment and the client Job, both
