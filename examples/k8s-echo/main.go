@@ -48,7 +48,6 @@ func main() {
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var err error
 	switch os.Args[1] {
 	case "server":
@@ -58,9 +57,9 @@ func main() {
 	default:
 		usage()
 	}
+	stop()
 	if err != nil {
 		log.Printf("%s: %v", os.Args[1], err)
-		stop()
 		os.Exit(1)
 	}
 }
@@ -174,7 +173,8 @@ func client(ctx context.Context, port, name string, size int, retry time.Duratio
 			break
 		}
 		// The server pod may not have published yet.
-		if !(errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable)) || time.Now().After(deadline) {
+		retryable := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable)
+		if !retryable || time.Now().After(deadline) {
 			return fmt.Errorf("connect %s: %w", port, err)
 		}
 		log.Printf("client: %v; retrying", err)
