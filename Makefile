@@ -18,6 +18,8 @@ export GOFLAGS := -buildvcs=false
 # Images: one per shipped command (kalpc-operator, kalpc-sidecar,
 # kalpc-nodeprep), built from static binaries.
 COMMANDS         := operator sidecar nodeprep
+# Example images (examples/<name>, image kalpc-<name>) for the local cluster.
+EXAMPLES         := k8s-echo
 ARCH             ?= amd64
 VERSION          ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -137,6 +139,35 @@ kind-load: image ## Load the image tarballs into a kind cluster (KIND_CLUSTER, d
 .PHONY: test-chart
 test-chart: envtest ## Run the chart, image and node preparation tests (real helm install into envtest), with -race.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./test/chart/... ./hack/image/... ./cmd/nodeprep/... ./internal/nodeprep/...
+
+.PHONY: example-images
+example-images: ## Build image tarballs of the Kubernetes examples (examples/k8s-echo) into _out/images/, like `make image`.
+	@mkdir -p _out/bin/linux_$(ARCH) _out/images
+	for e in $(EXAMPLES); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \
+	    -o _out/bin/linux_$(ARCH)/kalpc-$$e ./examples/$$e || exit 1; \
+	  $(GO) run ./hack/image --binary _out/bin/linux_$(ARCH)/kalpc-$$e --arch $(ARCH) \
+	    --description "kalpc example $$e" --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
+	    --tag $(IMAGE_REGISTRY)/kalpc-$$e:$(IMAGE_TAG) --out _out/images/kalpc-$$e.tar || exit 1; \
+	done
+
+##@ Local cluster (root, Debian; see docs/local-cluster.md)
+
+.PHONY: cluster-up
+cluster-up: ## Start (or check) the single-node local cluster: etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS.
+	hack/local-cluster/up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove everything it left (state, bridge, iptables rules, mounts, cgroups).
+	hack/local-cluster/down
+
+.PHONY: demo-cluster
+demo-cluster: ## The demo on a real node: local cluster (or KUBECONFIG), images, chart, a server and a client pod talking through kalpc.
+	hack/local-cluster/demo
+
+.PHONY: e2e
+e2e: ## Run the end-to-end suite (test/e2e) on the local cluster (or KUBECONFIG); KEEP_CLUSTER=1 leaves it running.
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/...
 
 ##@ Tools
 

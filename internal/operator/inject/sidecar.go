@@ -44,6 +44,19 @@ const (
 	// it at 80 % of it. 600 s is the shortest lifetime the kubelet accepts.
 	TokenExpirationSeconds = 600
 
+	// APIAccessVolumeName is the sidecar's own API server credentials: a
+	// ServiceAccount token, the cluster CA and the namespace, as the
+	// ServiceAccount admission plugin projects them. That plugin runs before
+	// mutating webhooks, so it never mounts its kube-api-access volume into
+	// a container a webhook adds (and not at all with
+	// automountServiceAccountToken: false).
+	APIAccessVolumeName = "kalpc-api-access"
+	// APIAccessMountPath is where client-go's in-cluster config looks.
+	APIAccessMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+	// APIAccessExpirationSeconds is the lifetime of that token (the
+	// kubelet refreshes it), the value the admission plugin uses.
+	APIAccessExpirationSeconds = 3607
+
 	// Environment variables set in the sidecar from the downward API.
 	EnvPodName        = "KALPC_POD_NAME"
 	EnvPodNamespace   = "KALPC_POD_NAMESPACE"
@@ -109,6 +122,7 @@ func sidecarContainer(cfg Config) corev1.Container {
 			{Name: NodeVolumeName, MountPath: NodeMountPath},
 			{Name: PodVolumeName, MountPath: PodMountPath},
 			{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true},
+			{Name: APIAccessVolumeName, MountPath: APIAccessMountPath, ReadOnly: true},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
@@ -140,6 +154,23 @@ func volumes() []corev1.Volume {
 				ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds),
 				Path:              "token",
 			}}},
+		}}},
+		{Name: APIAccessVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr.To[int32](corev1.ProjectedVolumeSourceDefaultMode),
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					ExpirationSeconds: ptr.To[int64](APIAccessExpirationSeconds),
+					Path:              "token",
+				}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+					Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+				}},
+				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
+					Path:     "namespace",
+					FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+				}}}},
+			},
 		}}},
 	}
 }

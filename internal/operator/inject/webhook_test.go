@@ -243,19 +243,22 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 		{Name: "kalpc-node", MountPath: "/var/run/kalpc/node"},
 		{Name: "kalpc-pod", MountPath: "/var/run/kalpc/pod"},
 		{Name: "kalpc-token", MountPath: "/var/run/secrets/kalpc.io/serviceaccount", ReadOnly: true},
+		// The sidecar's own API credentials: the ServiceAccount admission
+		// plugin runs before webhooks and never mounts into the sidecar.
+		{Name: "kalpc-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
 	}
 	if diff := cmp.Diff(wantMounts, sc.VolumeMounts); diff != "" {
 		t.Errorf("sidecar mounts (-want +got):\n%s", diff)
 	}
 
 	// Volumes: the user's, then the node directory, the pod directory and
-	// the projected token.
+	// the projected tokens.
 	vol := map[string]corev1.Volume{}
 	for _, v := range pod.Spec.Volumes {
 		vol[v.Name] = v
 	}
-	if len(pod.Spec.Volumes) != 4 {
-		t.Errorf("pod has %d volumes, want 4 (data + 3 injected)", len(pod.Spec.Volumes))
+	if len(pod.Spec.Volumes) != 5 {
+		t.Errorf("pod has %d volumes, want 5 (data + 4 injected)", len(pod.Spec.Volumes))
 	}
 	if hp := vol["kalpc-node"].HostPath; hp == nil || hp.Path != "/var/run/kalpc" || hp.Type == nil || *hp.Type != corev1.HostPathDirectoryOrCreate {
 		t.Errorf("kalpc-node volume = %+v, want hostPath /var/run/kalpc", vol["kalpc-node"])
@@ -271,6 +274,22 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 	}
 	if diff := cmp.Diff(wantToken, vol["kalpc-token"].Projected); diff != "" {
 		t.Errorf("kalpc-token volume (-want +got):\n%s", diff)
+	}
+	wantAPI := &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{ExpirationSeconds: ptr.To[int64](3607), Path: "token"}},
+			{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
+				Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"},
+			}}}},
+		},
+		DefaultMode: ptr.To[int32](0o644),
+	}
+	if diff := cmp.Diff(wantAPI, vol["kalpc-api-access"].Projected); diff != "" {
+		t.Errorf("kalpc-api-access volume (-want +got):\n%s", diff)
 	}
 
 	// Every app container gets the pod directory and KALPC_SOCKET, and
