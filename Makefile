@@ -41,7 +41,11 @@ build: ## Build every package and command.
 	$(GO) build ./...
 
 .PHONY: demo
-demo: ## Run kalpc's demo: a server and a client process talking through a kalpc port.
+demo: ## kalpc's demo: a local single-node cluster (or KUBECONFIG), the chart, and two pods talking through kalpc (root).
+	hack/local-cluster/demo
+
+.PHONY: demo-local
+demo-local: ## The same model without Kubernetes: a server and two client processes talking through a kalpc port.
 	$(GO) run ./examples/echo demo
 
 .PHONY: test
