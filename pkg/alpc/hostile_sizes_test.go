@@ -49,32 +49,28 @@ func TestHostileHugeSizes(t *testing.T) {
 	sealed := func(size int64) func() int {
 		return func() int { return sectionFD(t, size, requiredSeals) }
 	}
-	type step struct {
-		msg []byte
-		fd  func() int
-	}
 	tests := []struct {
 		name  string
-		steps []step
+		steps []hostileStep
 		wants string
 	}{
-		{"reference longer than MaxMessageSize", []step{{section(1, 4<<20), sealed(4 << 20)}, {ref(1, 0, 2<<20), nil}},
+		{"reference longer than MaxMessageSize", []hostileStep{{section(1, 4<<20), sealed(4 << 20)}, {ref(1, 0, 2<<20), nil}},
 			"section payload of 2097152 bytes exceeds MaxMessageSize 1048576"},
-		{"reference of 2^63 bytes", []step{{section(1, 1<<20), sealed(1 << 20)}, {ref(1, 0, 1<<63), nil}},
+		{"reference of 2^63 bytes", []hostileStep{{section(1, 1<<20), sealed(1 << 20)}, {ref(1, 0, 1<<63), nil}},
 			"section payload of 9223372036854775808 bytes exceeds MaxMessageSize"},
-		{"reference of 2^64-1 bytes to an unknown section", []step{{ref(7, 0, 1<<64-1), nil}},
+		{"reference of 2^64-1 bytes to an unknown section", []hostileStep{{ref(7, 0, 1<<64-1), nil}},
 			"section payload of 18446744073709551615 bytes exceeds MaxMessageSize"},
-		{"section announced as 2^63 bytes", []step{{section(1, 1<<63), sealed(1 << 20)}},
+		{"section announced as 2^63 bytes", []hostileStep{{section(1, 1<<63), sealed(1 << 20)}},
 			"section 1 is 1048576 bytes, announced 9223372036854775808"},
-		{"section announced as 2^64-1 bytes", []step{{section(1, 1<<64-1), sealed(1 << 20)}},
+		{"section announced as 2^64-1 bytes", []hostileStep{{section(1, 1<<64-1), sealed(1 << 20)}},
 			"section 1 is 1048576 bytes, announced 18446744073709551615"},
-		{"section announced as 0 bytes", []step{{section(1, 0), sealed(1 << 20)}},
+		{"section announced as 0 bytes", []hostileStep{{section(1, 0), sealed(1 << 20)}},
 			"section 1 is 1048576 bytes, announced 0"},
-		{"section id beyond 32 bits", []step{{section(1<<32, 1<<20), sealed(1 << 20)}},
+		{"section id beyond 32 bits", []hostileStep{{section(1<<32, 1<<20), sealed(1 << 20)}},
 			"section id 4294967296 out of range"},
-		{"release of 2^63 bytes", []step{{header(wire.TypeRelease, 0, 0, wire.AppendExtent(nil, wire.Extent{Section: 1, Offset: 0, Length: 1 << 63})), nil}},
+		{"release of 2^63 bytes", []hostileStep{{header(wire.TypeRelease, 0, 0, wire.AppendExtent(nil, wire.Extent{Section: 1, Offset: 0, Length: 1 << 63})), nil}},
 			"release of an impossible extent [0, +9223372036854775808)"},
-		{"header declaring 4 GiB of payload", []step{{func() []byte {
+		{"header declaring 4 GiB of payload", []hostileStep{{func() []byte {
 			b := header(wire.TypeRequest, 0, 1, []byte("echo:x"))
 			b[16], b[17], b[18], b[19] = 0xff, 0xff, 0xff, 0xff
 			return b
@@ -82,29 +78,7 @@ func TestHostileHugeSizes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fd := rawDial(t, path)
-			defer sys.Close(fd)
-			server := <-conns
-			defer server.Close()
-			for _, s := range tt.steps {
-				var fds []int
-				if s.fd != nil {
-					fds = []int{s.fd()}
-				}
-				err := sys.Sendmsg(fd, s.msg, nil, fds, sys.MsgNoSignal)
-				sys.CloseAll(fds)
-				if err != nil {
-					break // the server may already have hung up
-				}
-			}
-			select {
-			case <-server.Done():
-			case <-time.After(5 * time.Second):
-				t.Fatal("server kept the hostile connection open")
-			}
-			if err := server.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tt.wants) {
-				t.Fatalf("server connection ended with %v; want a protocol error containing %q", err, tt.wants)
-			}
+			attack(t, path, conns, tt.steps, tt.wants)
 			if out, err := good.Call(t.Context(), []byte("echo:still here")); err != nil || string(out) != "still here" {
 				t.Fatalf("good connection after attack: %q, %v", out, err)
 			}
@@ -202,17 +176,11 @@ func TestHostileHugeSizes(t *testing.T) {
 	})
 	t.Run("hostile server accepting with absurd limits", func(t *testing.T) {
 		hpath := t.TempDir() + "/evil.sock"
-		lfd, err := sys.SeqpacketSocket(false)
+		lfd, err := rawListener(hpath, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer sys.Close(lfd)
-		if err := sys.Bind(lfd, hpath); err != nil {
-			t.Fatal(err)
-		}
-		if err := sys.Listen(lfd, 4); err != nil {
-			t.Fatal(err)
-		}
 		served := make(chan struct{})
 		go func() {
 			defer close(served)

@@ -24,14 +24,8 @@ func init() {
 // connection with generous limits, then never reads from it again. It runs
 // until stdin closes.
 func helperNeverReader(path string) error {
-	lfd, err := sys.SeqpacketSocket(false)
+	lfd, err := rawListener(path, 16)
 	if err != nil {
-		return err
-	}
-	if err := sys.Bind(lfd, path); err != nil {
-		return err
-	}
-	if err := sys.Listen(lfd, 16); err != nil {
 		return err
 	}
 	go func() {

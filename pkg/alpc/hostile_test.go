@@ -38,6 +38,62 @@ func header(typ wire.Type, flags wire.Flags, id uint64, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// hostileStep is one datagram a raw peer sends, with an optional
+// descriptor (made by fd, closed once sent).
+type hostileStep struct {
+	msg []byte
+	fd  func() int
+}
+
+// attack plays a hostile client of the port at path: it completes the
+// handshake by hand, sends steps, and requires the server's end of that
+// connection (the next Conn from conns) to end with a protocol error
+// containing wants.
+func attack(t *testing.T, path string, conns <-chan *Conn, steps []hostileStep, wants string) {
+	t.Helper()
+	fd := rawDial(t, path)
+	defer sys.Close(fd)
+	server := <-conns
+	defer server.Close()
+	for _, s := range steps {
+		var fds []int
+		if s.fd != nil {
+			fds = []int{s.fd()}
+		}
+		err := sys.Sendmsg(fd, s.msg, nil, fds, sys.MsgNoSignal)
+		sys.CloseAll(fds)
+		if err != nil {
+			break // the server may already have hung up
+		}
+	}
+	select {
+	case <-server.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server kept the hostile connection open")
+	}
+	if err := server.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), wants) {
+		t.Fatalf("server connection ended with %v; want a protocol error containing %q", err, wants)
+	}
+}
+
+// rawListener binds and listens on a raw SOCK_SEQPACKET socket at path,
+// for tests and helpers that play a hand-written server.
+func rawListener(path string, backlog int) (int, error) {
+	lfd, err := sys.SeqpacketSocket(false)
+	if err != nil {
+		return -1, err
+	}
+	if err := sys.Bind(lfd, path); err != nil {
+		sys.Close(lfd)
+		return -1, err
+	}
+	if err := sys.Listen(lfd, backlog); err != nil {
+		sys.Close(lfd)
+		return -1, err
+	}
+	return lfd, nil
+}
+
 // acceptInto accepts every connection and hands the server's Conns to the test.
 func acceptInto(l *Listener, conns chan<- *Conn) {
 	for {
@@ -254,17 +310,11 @@ func TestHostileHandshake(t *testing.T) {
 func TestHostileServer(t *testing.T) {
 	checkLeaks(t)
 	path := t.TempDir() + "/evil.sock"
-	lfd, err := sys.SeqpacketSocket(false)
+	lfd, err := rawListener(path, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sys.Close(lfd)
-	if err := sys.Bind(lfd, path); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.Listen(lfd, 4); err != nil {
-		t.Fatal(err)
-	}
 	go func() {
 		fd, err := sys.Accept4(lfd)
 		if err != nil {

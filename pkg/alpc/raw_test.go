@@ -11,14 +11,8 @@ import (
 // helperRawEcho is the baseline peer for benchmarks: a raw SOCK_SEQPACKET
 // echo loop with blocking system calls and no protocol at all.
 func helperRawEcho(path string) error {
-	lfd, err := sys.SeqpacketSocket(false)
+	lfd, err := rawListener(path, 16)
 	if err != nil {
-		return err
-	}
-	if err := sys.Bind(lfd, path); err != nil {
-		return err
-	}
-	if err := sys.Listen(lfd, 16); err != nil {
 		return err
 	}
 	fmt.Println("READY")

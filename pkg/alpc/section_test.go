@@ -265,54 +265,28 @@ func TestHostileSections(t *testing.T) {
 	regular.Truncate(1 << 20)
 	defer regular.Close()
 
-	type step struct {
-		msg []byte
-		fd  func() int // descriptor to attach, closed after sending
-	}
 	sealed := func() int { return sectionFD(t, 1<<20, requiredSeals) }
 	tests := []struct {
 		name  string
-		steps []step
+		steps []hostileStep
 		wants string
 	}{
-		{"unsealed memfd", []step{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, 0) }}}, "not sealed"},
-		{"shrinkable memfd", []step{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, sys.SealGrow|sys.SealSeal) }}}, "not sealed"},
-		{"pipe", []step{{section(1, 1<<20), func() int { r, w := pipeFDs(t); sys.Close(w); return r }}}, "not a sealable memfd"},
-		{"regular file", []step{{section(1, 1<<20), func() int { fd, _ := sys.DupCloexec(int(regular.Fd())); return fd }}}, "not a sealable memfd"},
-		{"smaller than claimed", []step{{section(1, 2<<20), sealed}}, "is 1048576 bytes, announced 2097152"},
-		{"over budget", []step{{section(1, 128<<20), func() int { return sectionFD(t, 128<<20, requiredSeals) }}}, "exceeded MaxSectionBytes"},
-		{"announced twice", []step{{section(1, 1<<20), sealed}, {section(1, 1<<20), sealed}}, "announced twice"},
-		{"past the end", []step{{section(1, 1<<20), sealed}, {ref(1, 1<<20, 1), nil}}, "outside section 1"},
-		{"overflowing", []step{{section(1, 1<<20), sealed}, {ref(1, 1<<64-16, 32), nil}}, "outside section 1"},
-		{"unknown section", []step{{ref(9, 0, 10), nil}}, "unknown section 9"},
-		{"section without fd", []step{{section(1, 1<<20), nil}}, "declares 1 fds but carries 0"},
-		{"release of what was not lent", []step{{header(wire.TypeRelease, 0, 0, wire.AppendExtent(nil, wire.Extent{Section: 1, Offset: 0, Length: 10})), nil}}, "release of unknown section 1"},
+		{"unsealed memfd", []hostileStep{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, 0) }}}, "not sealed"},
+		{"shrinkable memfd", []hostileStep{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, sys.SealGrow|sys.SealSeal) }}}, "not sealed"},
+		{"pipe", []hostileStep{{section(1, 1<<20), func() int { r, w := pipeFDs(t); sys.Close(w); return r }}}, "not a sealable memfd"},
+		{"regular file", []hostileStep{{section(1, 1<<20), func() int { fd, _ := sys.DupCloexec(int(regular.Fd())); return fd }}}, "not a sealable memfd"},
+		{"smaller than claimed", []hostileStep{{section(1, 2<<20), sealed}}, "is 1048576 bytes, announced 2097152"},
+		{"over budget", []hostileStep{{section(1, 128<<20), func() int { return sectionFD(t, 128<<20, requiredSeals) }}}, "exceeded MaxSectionBytes"},
+		{"announced twice", []hostileStep{{section(1, 1<<20), sealed}, {section(1, 1<<20), sealed}}, "announced twice"},
+		{"past the end", []hostileStep{{section(1, 1<<20), sealed}, {ref(1, 1<<20, 1), nil}}, "outside section 1"},
+		{"overflowing", []hostileStep{{section(1, 1<<20), sealed}, {ref(1, 1<<64-16, 32), nil}}, "outside section 1"},
+		{"unknown section", []hostileStep{{ref(9, 0, 10), nil}}, "unknown section 9"},
+		{"section without fd", []hostileStep{{section(1, 1<<20), nil}}, "declares 1 fds but carries 0"},
+		{"release of what was not lent", []hostileStep{{header(wire.TypeRelease, 0, 0, wire.AppendExtent(nil, wire.Extent{Section: 1, Offset: 0, Length: 10})), nil}}, "release of unknown section 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fd := rawDial(t, path)
-			defer sys.Close(fd)
-			server := <-conns
-			defer server.Close()
-			for _, s := range tt.steps {
-				var fds []int
-				if s.fd != nil {
-					fds = []int{s.fd()}
-				}
-				err := sys.Sendmsg(fd, s.msg, nil, fds, sys.MsgNoSignal)
-				sys.CloseAll(fds)
-				if err != nil {
-					break // the server may already have hung up
-				}
-			}
-			select {
-			case <-server.Done():
-			case <-time.After(5 * time.Second):
-				t.Fatal("server kept the hostile connection open")
-			}
-			if err := server.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tt.wants) {
-				t.Fatalf("server connection ended with %v; want a protocol error containing %q", err, tt.wants)
-			}
+			attack(t, path, conns, tt.steps, tt.wants)
 			if out, err := good.Call(t.Context(), []byte("still here")); err != nil || string(out) != "still here" {
 				t.Fatalf("good connection after attack: %q, %v", out, err)
 			}
