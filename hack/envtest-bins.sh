@@ -13,38 +13,24 @@ out="${root}/bin/envtest/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
 mkdir -p "${out}"
 
 log() { echo "envtest-bins: $*" >&2; }
+# shellcheck source=lib/kubernetes.sh
+. "${root}/hack/lib/kubernetes.sh"
 
 build_kube_apiserver() {
+  # The local cluster's build (hack/local-cluster/build-bins.sh) makes the same
+  # kube-apiserver; reuse it when it is there (CI builds the cluster first).
+  local cluster="${root}/bin/cluster/k8s-${K8S_VERSION}/kube-apiserver"
+  if [ -x "${cluster}" ]; then
+    log "reusing ${cluster#"${root}/"}"
+    cp "${cluster}" "${out}/kube-apiserver.tmp" && mv "${out}/kube-apiserver.tmp" "${out}/kube-apiserver"
+    return
+  fi
   local work; work="$(mktemp -d)"
   trap 'rm -rf "${work}"' RETURN
   log "building kube-apiserver v${K8S_VERSION} (about 3 minutes cold)"
-  local gomod
-  gomod="$(cd "${work}" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
-  [ -f "${gomod}" ] || { log "could not fetch k8s.io/kubernetes@v${K8S_VERSION} go.mod"; return 1; }
-  # Every staging module kubernetes replaces with ./staging/... gets pinned to
-  # the matching published v0.x tag.
-  local staging
-  staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/.*#\1#p' "${gomod}" | sort -u)"
-  [ -n "${staging}" ] || { log "no staging modules found in ${gomod}"; return 1; }
-  {
-    echo "module kalpc.io/envtest-apiserver"
-    echo "go 1.26.0"
-    echo "require k8s.io/kubernetes v${K8S_VERSION}"
-    for m in ${staging}; do echo "replace ${m} => ${m} v0.${K8S_VERSION#1.}"; done
-  } > "${work}/go.mod"
-  (cd "${work}" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
-   cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-GO
-   GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/kube-apiserver@v${K8S_VERSION}" >/dev/null
-   CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
-     -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.} -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION}" \
-     -o "${out}/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
-  mv "${out}/kube-apiserver.tmp" "${out}/kube-apiserver"
+  k8s_wrapper_mod "${work}" kalpc.io/envtest-apiserver "${K8S_VERSION}"
+  k8s_build "${work}" "${K8S_VERSION}" "${work}" kube-apiserver
+  mv "${work}/kube-apiserver" "${out}/kube-apiserver"
 }
 
 build_etcd() {

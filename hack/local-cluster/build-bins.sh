@@ -17,6 +17,8 @@ out="${root}/bin/cluster/k8s-${K8S_VERSION}"
 mkdir -p "${out}"
 
 log() { echo "build-bins: $*" >&2; }
+# shellcheck source=../lib/kubernetes.sh
+. "${root}/hack/lib/kubernetes.sh"
 
 K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
 
@@ -24,37 +26,11 @@ build_kubernetes() {
   local work; work="$(mktemp -d)"
   trap 'rm -rf "${work}"' RETURN
   log "building ${K8S_CMDS} v${K8S_VERSION} in one go build (about 8 minutes, 3 GB cold)"
-  local gomod
-  gomod="$(cd "${work}" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
-  [ -f "${gomod}" ] || { log "could not fetch k8s.io/kubernetes@v${K8S_VERSION} go.mod"; return 1; }
-  # Every staging module (including k8s.io/cri-streaming) is pinned to its
-  # published v0.x tag.
-  local staging
-  staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/.*#\1#p' "${gomod}" | sort -u)"
-  [ -n "${staging}" ] || { log "no staging modules found in ${gomod}"; return 1; }
-  {
-    echo "module kalpc.io/local-cluster"
-    echo "go 1.26.0"
-    echo "require k8s.io/kubernetes v${K8S_VERSION}"
-    for m in ${staging}; do echo "replace ${m} => ${m} v0.${K8S_VERSION#1.}"; done
-  } > "${work}/go.mod"
-  local pkgs=() c
-  {
-    echo "//go:build tools"; echo; echo "package tools"; echo
-    for c in ${K8S_CMDS}; do
-      if [ "$c" = kubectl ]; then echo "import _ \"k8s.io/kubernetes/cmd/kubectl\""; else echo "import _ \"k8s.io/kubernetes/cmd/${c}\""; fi
-    done
-  } > "${work}/tools.go"
-  for c in ${K8S_CMDS}; do pkgs+=("k8s.io/kubernetes/cmd/${c}"); done
-  (cd "${work}"
-   GOFLAGS=-mod=mod go get "k8s.io/kubernetes@v${K8S_VERSION}" >/dev/null
-   GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true
-   mkdir -p "${work}/out"
-   # Without the version stamps the binaries report v0.0.0-master, which
-   # breaks Helm's kubeVersion checks.
-   CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
-     -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${K8S_VERSION#1.} -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION} -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=${K8S_VERSION#1.}" \
-     -o "${work}/out/" "${pkgs[@]}")
+  k8s_wrapper_mod "${work}" kalpc.io/local-cluster "${K8S_VERSION}"
+  mkdir -p "${work}/out"
+  # shellcheck disable=SC2086 # K8S_CMDS is a word list
+  k8s_build "${work}" "${K8S_VERSION}" "${work}/out" ${K8S_CMDS}
+  local c
   for c in ${K8S_CMDS}; do mv "${work}/out/${c}" "${out}/${c}"; done
 }
 
