@@ -810,6 +810,22 @@ func (c *Conn) invoke(req *Request) (resp []byte, err error) {
 }
 
 func (c *Conn) answer(req *Request, resp []byte, herr error) {
+	if l := req.replyLoan; l != nil {
+		req.replyLoan = nil
+		if herr == nil && resp != nil {
+			herr = Errorf(CodeInternal, "handler returned a reply and set a reply loan")
+		}
+		if herr != nil {
+			l.Release()
+		} else {
+			h := wire.Header{Type: wire.TypeReply, ID: req.id}
+			err := c.sendLoan(c.baseCtx, &h, l)
+			if err == nil || !errors.Is(err, ErrLimit) {
+				return
+			}
+			herr = Errorf(CodeResourceExhausted, "reply not sent: %v", err)
+		}
+	}
 	if herr == nil {
 		if err := c.checkSize(len(resp)); err != nil {
 			herr = Errorf(CodeResourceExhausted, "reply not sent: %v", err)

@@ -38,6 +38,8 @@ type Request struct {
 	sp      *sectionPayload // payload in the peer's section, until copied or viewed
 	view    *View
 	timeout time.Duration
+	// replyLoan, set by ReplyLoan, is sent as the reply.
+	replyLoan *Loan
 
 	ctx    context.Context
 	cancel context.CancelFunc

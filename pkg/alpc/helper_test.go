@@ -314,6 +314,9 @@ func openFDs(t testing.TB) map[string]string {
 //
 //	sha:<bytes>     reply with the SHA-256 of the bytes (read through a View)
 //	gen:<n>         reply with pattern(n)
+//	loan-gen:<n>    reply with pattern(n) through Request.ReplyLoan
+//	loan-fail:<n>   set an n-byte reply loan, then fail
+//	loan-both:<n>   set an n-byte reply loan and also return bytes (misuse)
 //	cb-sha:<n>      call the peer with sha:pattern(n) and reply "ok" if its hash matches
 func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
 	v := req.View()
@@ -333,6 +336,29 @@ func bulkHandler(ctx context.Context, req *Request) ([]byte, bool, error) {
 	case bytes.HasPrefix(b, []byte("gen:")):
 		n, _ := strconv.Atoi(string(b[4:]))
 		return pattern(n), true, nil
+	case bytes.HasPrefix(b, []byte("loan-gen:")), bytes.HasPrefix(b, []byte("loan-fail:")), bytes.HasPrefix(b, []byte("loan-both:")):
+		// Reply with pattern(n) written into a reply loan; loan-fail sets the
+		// loan and then fails, loan-both sets it and also returns bytes.
+		verb, arg, _ := bytes.Cut(b, []byte(":"))
+		n, _ := strconv.Atoi(string(arg))
+		l, err := req.Conn().Loan(ctx, n)
+		if err != nil {
+			return nil, true, err
+		}
+		if string(verb) == "loan-gen" {
+			copy(l.Bytes(), pattern(n))
+		}
+		if err := req.ReplyLoan(l); err != nil {
+			l.Release()
+			return nil, true, err
+		}
+		switch string(verb) {
+		case "loan-fail":
+			return nil, true, Errorf(CodeUnavailable, "failed after setting a reply loan")
+		case "loan-both":
+			return []byte("both"), true, nil
+		}
+		return nil, true, nil
 	case bytes.HasPrefix(b, []byte("region-sha:")):
 		id, _ := strconv.ParseUint(string(b[11:]), 10, 64)
 		rr, err := req.Conn().Region(id)

@@ -116,3 +116,39 @@ func (c *Conn) CallLoan(ctx context.Context, l *Loan) ([]byte, error) {
 	}
 	return r.take(c), nil
 }
+
+// CallLoanView is CallLoan, but the reply is returned as CallView returns
+// it: a reply in shared memory is read in place until the View is released.
+// Both directions then travel without a copy.
+func (c *Conn) CallLoanView(ctx context.Context, l *Loan) (*View, error) {
+	if l.state.Load() != loanOwned {
+		return nil, ErrLoanSpent
+	}
+	r, err := c.roundTrip(ctx, l.Len(), func(h *wire.Header) error { return c.sendLoan(ctx, h, l) })
+	if err != nil {
+		return nil, err
+	}
+	return newView(c, r.payload, r.sp), nil
+}
+
+// ReplyLoan makes l's memory the reply to this call, sent without a copy
+// when the handler returns. The handler must then return nil bytes and a
+// nil error; if it returns an error (or panics) instead, the loan is
+// released and the error is sent. The loan must come from r.Conn(). It is
+// spent from this point: do not write to it after the handler returns.
+// ReplyLoan fails for one-way requests (they have no reply) and if a reply
+// loan is already set.
+func (r *Request) ReplyLoan(l *Loan) error {
+	switch {
+	case r.oneWay:
+		return errors.New("alpc: ReplyLoan: a one-way request has no reply")
+	case l == nil || l.c != r.conn:
+		return errors.New("alpc: ReplyLoan: the loan belongs to another connection")
+	case l.state.Load() != loanOwned:
+		return ErrLoanSpent
+	case r.replyLoan != nil:
+		return errors.New("alpc: ReplyLoan: the request already has a reply loan")
+	}
+	r.replyLoan = l
+	return nil
+}

@@ -442,3 +442,141 @@ func TestQueuedSectionRequestsReleasedOnClose(t *testing.T) {
 		t.Fatalf("%d section mappings left after the connection ended (baseline %d)", n, baseMaps)
 	}
 }
+
+// TestReplyLoan covers zero-copy in both directions: a handler replying
+// with Request.ReplyLoan, CallLoanView reading that reply in place, and the
+// loan going back to the handler's side whatever the handler does.
+func TestReplyLoan(t *testing.T) {
+	checkLeaks(t)
+	path, _ := startServer(t, "server")
+	c, err := Dial(t.Context(), path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	for _, n := range []int{0, 100, 1 << 20, 16 << 20} {
+		got, err := c.Call(t.Context(), fmt.Appendf(nil, "loan-gen:%d", n))
+		if err != nil {
+			t.Fatalf("loan-gen:%d: %v", n, err)
+		}
+		if !bytes.Equal(got, pattern(n)) {
+			t.Fatalf("loan-gen:%d: reply differs from pattern(%d) (len %d)", n, n, len(got))
+		}
+	}
+
+	t.Run("CallLoanView", func(t *testing.T) {
+		req := fmt.Appendf(nil, "loan-gen:%d", 8<<20)
+		l, err := c.Loan(t.Context(), len(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(l.Bytes(), req)
+		v, err := c.CallLoanView(t.Context(), l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.Shared() {
+			t.Error("an 8 MiB reply was not read in place")
+		}
+		if !bytes.Equal(v.Bytes(), pattern(8<<20)) {
+			t.Error("reply differs from pattern")
+		}
+		v.Release()
+		if _, err := c.CallLoanView(t.Context(), l); !errors.Is(err, ErrLoanSpent) {
+			t.Errorf("CallLoanView of a spent loan = %v; want ErrLoanSpent", err)
+		}
+	})
+
+	t.Run("handler error releases the loan", func(t *testing.T) {
+		// 40 failed 64 MiB reply loans are 2.5 GiB: more than the server's
+		// 1 GiB section budget, so a leak would block the final call.
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		for i := range 40 {
+			_, err := c.Call(ctx, fmt.Appendf(nil, "loan-fail:%d", 64<<20))
+			var re *RemoteError
+			if !errors.As(err, &re) || re.Code != CodeUnavailable {
+				t.Fatalf("loan-fail #%d = %v; want the handler's Unavailable error (leaked loans?)", i, err)
+			}
+		}
+		got, err := c.Call(ctx, fmt.Appendf(nil, "loan-gen:%d", 64<<20))
+		if err != nil {
+			t.Fatalf("a reply loan after 40 failed ones: %v (leaked loans?)", err)
+		}
+		if len(got) != 64<<20 {
+			t.Fatalf("reply of %d bytes; want 64 MiB", len(got))
+		}
+	})
+
+	t.Run("reply bytes and a reply loan", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		_, err := c.Call(ctx, []byte("loan-both:4096"))
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Code != CodeInternal {
+			t.Fatalf("loan-both = %v; want an Internal error", err)
+		}
+	})
+}
+
+// TestReplyLoanMisuse checks ReplyLoan's own errors in-process.
+func TestReplyLoanMisuse(t *testing.T) {
+	a, b := pipePair(t)
+	other, _ := pipePair(t)
+	l, err := other.Loan(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	req := &Request{conn: a}
+	if err := req.ReplyLoan(l); err == nil {
+		t.Error("ReplyLoan accepted a loan of another connection")
+	}
+	own, err := a.Loan(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Request{conn: a, oneWay: true}).ReplyLoan(own); err == nil {
+		t.Error("ReplyLoan accepted a one-way request")
+	}
+	if err := req.ReplyLoan(own); err != nil {
+		t.Fatal(err)
+	}
+	if err := req.ReplyLoan(own); err == nil {
+		t.Error("ReplyLoan accepted a second loan")
+	}
+	own.Release()
+	if err := (&Request{conn: a}).ReplyLoan(own); !errors.Is(err, ErrLoanSpent) {
+		t.Errorf("ReplyLoan of a released loan = %v; want ErrLoanSpent", err)
+	}
+	_ = b
+}
+
+// pipePair returns two connected Conns in this process (FileConn on both
+// ends of a SocketPair), closed when the test ends.
+func pipePair(t *testing.T) (*Conn, *Conn) {
+	t.Helper()
+	fa, fb, err := SocketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		c   *Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := FileConn(t.Context(), fb, nil)
+		ch <- result{c, err}
+	}()
+	a, err := FileConn(t.Context(), fa, nil)
+	r := <-ch
+	fa.Close()
+	fb.Close()
+	if err != nil || r.err != nil {
+		t.Fatalf("FileConn: %v, %v", err, r.err)
+	}
+	t.Cleanup(func() { a.Close(); r.c.Close() })
+	return a, r.c
+}
