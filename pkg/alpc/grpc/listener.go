@@ -143,9 +143,9 @@ func (l *Listener) Addr() net.Addr { return l.addr }
 func rejectReason(got, want string) string {
 	switch got {
 	case NativeMessage:
-		return "this kalpc port serves gRPC in compatibility mode (HTTP/2); dial it with alpcgrpc.Dialer, not alpcgrpc.Dial"
+		return "this kalpc port serves gRPC in compatibility mode (HTTP/2); dial it with alpcgrpc.Dialer, not alpcgrpc.NewClient"
 	case StreamMessage:
-		return "this kalpc port serves native gRPC; dial it with alpcgrpc.Dial, not alpcgrpc.Dialer"
+		return "this kalpc port serves native gRPC; dial it with alpcgrpc.NewClient, not alpcgrpc.Dialer"
 	}
 	return fmt.Sprintf("this kalpc port serves gRPC; the connection message must be %q", want)
 }
