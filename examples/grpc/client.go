@@ -79,7 +79,7 @@ func client(ctx context.Context, addr endpoint.Addr, mode string, calls int, wai
 	// An unknown service is an ordinary gRPC status, as with any transport.
 	_, err = health.Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"})
 	if status.Code(err) != codes.NotFound {
-		return fmt.Errorf("check of an unknown service: %v, want NotFound", err)
+		return fmt.Errorf("check of an unknown service: %w, want NotFound", err)
 	}
 	log.Printf("client: unknown service: %v", status.Code(err))
 

@@ -268,7 +268,7 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 	// Read-only means read-only: the library refuses the write (writing to
 	// catalog.Bytes() directly would fault: the mapping is read-only).
 	if _, err := catalog.WriteAt([]byte("x"), 8); !errors.Is(err, alpc.ErrReadOnly) {
-		return fmt.Errorf("write to the read-only catalog: got %v, want ErrReadOnly", err)
+		return fmt.Errorf("write to the read-only catalog: got %w, want ErrReadOnly", err)
 	}
 	log.Printf("client: writing the catalog is refused: %v", alpc.ErrReadOnly)
 
@@ -305,10 +305,10 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 		return err
 	}
 	if _, err := catalog.ReadAt(make([]byte, 8), 0); !errors.Is(err, alpc.ErrNotGranted) {
-		return fmt.Errorf("read after revocation: got %v, want ErrNotGranted", err)
+		return fmt.Errorf("read after revocation: got %w, want ErrNotGranted", err)
 	}
 	if _, err := scratch.WriteAt([]byte("x"), 0); !errors.Is(err, alpc.ErrNotGranted) {
-		return fmt.Errorf("write after revocation: got %v, want ErrNotGranted", err)
+		return fmt.Errorf("write after revocation: got %w, want ErrNotGranted", err)
 	}
 	log.Printf("client: after revocation both regions are gone: %v", alpc.ErrNotGranted)
 	log.Printf("region: all checks passed")
