@@ -19,7 +19,7 @@ export GOFLAGS := -buildvcs=false
 # kalpc-nodeprep), built from static binaries.
 COMMANDS         := operator sidecar nodeprep
 # Example images (examples/<name>, image kalpc-<name>) for the local cluster.
-EXAMPLES         := k8s-echo
+EXAMPLES         := k8s-echo echo blob region grpc
 ARCH             ?= amd64
 VERSION          ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -145,7 +145,7 @@ test-chart: envtest ## Run the chart, image and node preparation tests (real hel
 	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./test/chart/... ./hack/image/... ./cmd/nodeprep/... ./internal/nodeprep/...
 
 .PHONY: example-images
-example-images: ## Build image tarballs of the Kubernetes examples (examples/k8s-echo) into _out/images/, like `make image`.
+example-images: ## Build image tarballs of the examples in EXAMPLES (examples/<name>, image kalpc-<name>) into _out/images/, like `make image`.
 	@mkdir -p _out/bin/linux_$(ARCH) _out/images
 	for e in $(EXAMPLES); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \

@@ -1,10 +1,17 @@
-// Command echo is kalpc's two-process example: a server publishes a
-// connection port, a client connects with a connection message, calls the
-// server, and the server calls back into the client while answering.
+// Command echo is kalpc's first example: a server publishes a connection
+// port, a client connects with a connection message, calls the server, and
+// the server calls back into the client while answering. Large payloads
+// travel through shared memory, and a client named "mallory" is rejected.
 //
-//	echo server -port /tmp/kalpc-echo.sock      # publish the port and serve
-//	echo client -port /tmp/kalpc-echo.sock      # connect, call, get a callback
-//	echo demo                                   # run both as separate processes
+// On one machine (no Kubernetes), the port is a socket path:
+//
+//	echo server -socket /tmp/kalpc-echo.sock    # publish the port and serve
+//	echo client -socket /tmp/kalpc-echo.sock    # connect, call, get a callback
+//	echo demo                                   # both, as separate processes
+//
+// In a pod with the kalpc sidecar (KALPC_SOCKET set), the same commands
+// publish and connect to a ConnectionPort by name instead (-port); see
+// echo.yaml and README.md.
 package main
 
 import (
@@ -22,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kalpc/kalpc/examples/internal/endpoint"
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -31,17 +39,19 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	port := fs.String("port", filepath.Join(os.TempDir(), "kalpc-echo.sock"), "path of the connection port's socket")
+	var addr endpoint.Addr
+	addr.RegisterFlags(fs, "echo", filepath.Join(os.TempDir(), "kalpc-echo.sock"))
 	name := fs.String("name", "demo-client", "client: the name sent in the connection message")
+	wait := fs.Duration("wait", 30*time.Second, "client: how long to wait for the server to publish the port")
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, *port)
+		err = serve(ctx, addr)
 	case "client":
-		err = client(ctx, *port, *name)
+		err = client(ctx, addr, *name, *wait)
 	case "demo":
 		err = demo(ctx)
 	default:
@@ -54,14 +64,14 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: echo server|client|demo [-port path] [-name client-name]")
+	fmt.Fprintln(os.Stderr, "usage: echo server|client|demo [-socket path | -port [namespace/]name] [-name client-name]")
 	os.Exit(2)
 }
 
 // serve publishes the port and answers calls. Connection messages are client
 // names; the name "mallory" is rejected. For "shout:<text>" the server first
 // calls back into the client ("who are you?") before answering.
-func serve(ctx context.Context, port string) error {
+func serve(ctx context.Context, addr endpoint.Addr) error {
 	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		// Look at the payload in place first: large ones stay in the
 		// client's shared-memory section.
@@ -84,12 +94,12 @@ func serve(ctx context.Context, port string) error {
 		}
 		return []byte(msg), nil
 	})
-	l, err := alpc.Listen(port, &alpc.Config{Handler: handler, SocketMode: 0o600})
+	l, err := endpoint.Listen(ctx, addr, &alpc.Config{Handler: handler})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Printf("server: pid %d published connection port %s", os.Getpid(), port)
+	log.Printf("server: pid %d published %s", os.Getpid(), addr)
 	for {
 		req, err := l.Accept(ctx)
 		if err != nil {
@@ -100,7 +110,7 @@ func serve(ctx context.Context, port string) error {
 		}
 		name := string(req.Message)
 		if name == "mallory" {
-			log.Printf("server: rejecting %q (pid %d)", name, req.Credentials.PID)
+			log.Printf("server: rejecting %q (%s)", name, req.Peer)
 			_ = req.Reject("mallory is not welcome here")
 			continue
 		}
@@ -109,7 +119,7 @@ func serve(ctx context.Context, port string) error {
 			log.Printf("server: accept: %v", err)
 			continue
 		}
-		log.Printf("server: accepted %q from pid %d uid %d", name, req.Credentials.PID, req.Credentials.UID)
+		log.Printf("server: accepted %q from %s", name, req.Peer)
 		go func() {
 			<-conn.Done()
 			log.Printf("server: %q disconnected (%v)", name, conn.Err())
@@ -118,12 +128,12 @@ func serve(ctx context.Context, port string) error {
 	}
 }
 
-func client(ctx context.Context, port, name string) error {
+func client(ctx context.Context, addr endpoint.Addr, name string, wait time.Duration) error {
 	cfg := &alpc.Config{Handler: alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		log.Printf("client: server called back: %q", req.Payload())
 		return []byte(name), nil
 	})}
-	conn, err := alpc.Dial(ctx, port, []byte(name), cfg)
+	conn, err := endpoint.Dial(ctx, addr, []byte(name), cfg, wait)
 	var rejected *alpc.RejectError
 	if errors.As(err, &rejected) {
 		return fmt.Errorf("%s was rejected by the server: %s", name, rejected.Reason)
@@ -187,8 +197,12 @@ func client(ctx context.Context, port, name string) error {
 	return nil
 }
 
-// demo runs the server and two clients as separate processes.
+// demo runs the server and two clients as separate processes on this
+// machine, always through a socket path (never through a sidecar).
 func demo(ctx context.Context) error {
+	if err := os.Unsetenv(alpc.EnvSocket); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "kalpc-demo-")
 	if err != nil {
 		return err
@@ -199,7 +213,7 @@ func demo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	server := exec.CommandContext(ctx, self, "server", "-port", port)
+	server := exec.CommandContext(ctx, self, "server", "-socket", port)
 	server.Stdout, server.Stderr = os.Stdout, os.Stderr
 	if err := server.Start(); err != nil {
 		return err
@@ -218,7 +232,7 @@ func demo(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, name := range []string{"alice", "mallory"} {
-		c := exec.CommandContext(ctx, self, "client", "-port", port, "-name", name)
+		c := exec.CommandContext(ctx, self, "client", "-socket", port, "-name", name)
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		if err := c.Run(); err != nil && name != "mallory" {
 			return fmt.Errorf("client %s: %w", name, err)

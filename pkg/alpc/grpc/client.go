@@ -43,8 +43,9 @@ var _ grpc.ClientConnInterface = (*ClientConn)(nil)
 // errClientConnClosing is grpc-go's error for calls on a closed ClientConn.
 var errClientConnClosing = status.Error(codes.Canceled, "grpc: the client connection is closing")
 
-// NewClient returns a native-mode ClientConn for the kalpc port at path.
-// It does not connect; the first call (or Connect) does.
+// NewClient returns a native-mode ClientConn for the kalpc port at path
+// (a port name with WithBroker). It does not connect; the first call (or
+// Connect) does.
 func NewClient(path string, opts ...DialOption) (*ClientConn, error) {
 	cc := &ClientConn{path: path}
 	for _, o := range opts {
@@ -113,7 +114,7 @@ func (cc *ClientConn) transport(ctx context.Context) (*clientTransport, *grpc.Cl
 		cfg = *cc.opts.cfg
 	}
 	cfg.Handler = alpc.HandlerFunc(t.serveALPC)
-	conn, err := alpc.Dial(ctx, cc.path, []byte(NativeMessage), &cfg)
+	conn, err := connect(ctx, cc.opts.broker, cc.path, []byte(NativeMessage), &cfg)
 	if err != nil {
 		if !isNoPort(err) {
 			return nil, nil, fmt.Errorf("alpcgrpc: %w", err)

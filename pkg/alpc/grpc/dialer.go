@@ -32,10 +32,17 @@ type Dialer struct {
 	// TCP when it is not on this node. Nil means such dials fail with an
 	// error wrapping ErrNoPort.
 	Fallback func(ctx context.Context, addr string) (net.Conn, error)
+
+	// Broker, if true, connects through the pod's kalpc broker (the
+	// sidecar at alpc.EnvSocket) with alpc.Connect: addresses are then
+	// connection port names ("namespace/name", or "name" in the pod's own
+	// namespace), not socket paths, and "no port" means the port has no
+	// server on this node. Defaults to false.
+	Broker bool
 }
 
-// DialContext connects to the port at path and returns the connection as a
-// net.Conn byte stream.
+// DialContext connects to the port at path (a port name if Broker is set)
+// and returns the connection as a net.Conn byte stream.
 func (d *Dialer) DialContext(ctx context.Context, path string) (net.Conn, error) {
 	c, err := streamConfig(d.Config)
 	if err != nil {
@@ -43,7 +50,7 @@ func (d *Dialer) DialContext(ctx context.Context, path string) (net.Conn, error)
 	}
 	sc := newStreamConn("", Addr(path))
 	c.Handler = alpc.HandlerFunc(sc.serveALPC)
-	conn, err := alpc.Dial(ctx, path, []byte(StreamMessage), &c)
+	conn, err := connect(ctx, d.Broker, path, []byte(StreamMessage), &c)
 	if err != nil {
 		if isNoPort(err) {
 			if d.Fallback != nil {
@@ -64,7 +71,7 @@ func (d *Dialer) DialOption() grpc.DialOption {
 }
 
 // isNoPort reports whether a dial failed because nothing listens at the
-// path.
+// path, or a brokered port has no server on this node.
 func isNoPort(err error) bool {
-	return errors.Is(err, alpc.ErrNoPort)
+	return errors.Is(err, alpc.ErrNoPort) || errors.Is(err, alpc.ErrNoServer)
 }

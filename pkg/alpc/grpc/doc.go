@@ -40,9 +40,23 @@
 // A port serves one mode; a client of the other mode is rejected with a
 // reason that says so.
 //
+// # In Kubernetes, through the kalpc sidecar
+//
+// In a pod with the kalpc sidecar, ports are published and reached by name
+// through the sidecar (alpc.Publish and alpc.Connect), not by socket path.
+// Publish (compatibility mode) and Server.Publish with Server.ServePort
+// (native mode) publish a declared ConnectionPort; Dialer.Broker and
+// WithBroker make clients connect to "namespace/name":
+//
+//	p, err := srv.Publish(ctx, "greeter", nil) // native server pod
+//	go srv.ServePort(p)
+//
+//	cc, err := alpcgrpc.NewClient("apps/greeter", alpcgrpc.WithBroker()) // client pod
+//
 // # When the server is not on this host
 //
-// Without a kalpc port at the path, dials fail with an error wrapping
+// Without a kalpc port at the path (or, through the broker, without a
+// server of the port on this node), dials fail with an error wrapping
 // ErrNoPort (native calls fail with codes.Unavailable). Dialer.Fallback and
 // WithFallback opt in to an ordinary gRPC connection instead.
 //

@@ -25,7 +25,7 @@ const (
 // kalpc connection becomes a net.Conn byte stream, so an unmodified
 // grpc.Server can Serve it (compatibility mode).
 type Listener struct {
-	l    *alpc.Listener
+	p    port
 	addr Addr
 
 	mu      sync.Mutex
@@ -46,12 +46,18 @@ func Listen(path string, cfg *alpc.Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alpcgrpc: listen %s: %w", path, err)
 	}
-	ln := &Listener{addr: Addr(path), changed: make(chan struct{}), conns: make(map[*alpc.Conn]*streamConn)}
+	ln := newListener(Addr(path))
 	c.Handler = alpc.HandlerFunc(ln.serveALPC)
-	if ln.l, err = alpc.Listen(path, &c); err != nil {
+	l, err := alpc.Listen(path, &c)
+	if err != nil {
 		return nil, fmt.Errorf("alpcgrpc: %w", err)
 	}
+	ln.p = pathPort{l}
 	return ln, nil
+}
+
+func newListener(addr Addr) *Listener {
+	return &Listener{addr: addr, changed: make(chan struct{}), conns: make(map[*alpc.Conn]*streamConn)}
 }
 
 func streamConfig(cfg *alpc.Config) (alpc.Config, error) {
@@ -73,16 +79,16 @@ func streamConfig(cfg *alpc.Config) (alpc.Config, error) {
 // After Close it returns an error wrapping net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
-		req, err := l.l.Accept(context.Background())
+		req, err := l.p.accept(context.Background())
 		if err != nil {
 			return nil, &net.OpError{Op: "accept", Net: Network, Addr: l.addr, Err: err}
 		}
-		if msg := string(req.Message); msg != StreamMessage {
-			_ = req.Reject(rejectReason(msg, StreamMessage))
+		if msg := string(req.message); msg != StreamMessage {
+			_ = req.reject(rejectReason(msg, StreamMessage))
 			continue
 		}
-		sc := newStreamConn(l.addr, peerAddr(req.Credentials))
-		conn, err := req.Accept(nil)
+		sc := newStreamConn(l.addr, req.peer)
+		conn, err := req.accept(nil)
 		if err != nil {
 			// The client gave up during the handshake; wait for the next.
 			continue
@@ -125,7 +131,7 @@ func (l *Listener) serveALPC(ctx context.Context, req *alpc.Request) ([]byte, er
 
 // Close unpublishes the port. Connections already accepted stay open.
 func (l *Listener) Close() error {
-	if err := l.l.Close(); err != nil {
+	if err := l.p.Close(); err != nil {
 		return &net.OpError{Op: "close", Net: Network, Addr: l.addr, Err: err}
 	}
 	return nil
@@ -137,9 +143,9 @@ func (l *Listener) Addr() net.Addr { return l.addr }
 func rejectReason(got, want string) string {
 	switch got {
 	case NativeMessage:
-		return "this kalpc port serves gRPC in compatibility mode (HTTP/2); dial it with alpcgrpc.Dialer, not alpcgrpc.Dial"
+		return "this kalpc port serves gRPC in compatibility mode (HTTP/2); dial it with alpcgrpc.Dialer, not alpcgrpc.NewClient"
 	case StreamMessage:
-		return "this kalpc port serves native gRPC; dial it with alpcgrpc.Dial, not alpcgrpc.Dialer"
+		return "this kalpc port serves native gRPC; dial it with alpcgrpc.NewClient, not alpcgrpc.Dialer"
 	}
 	return fmt.Sprintf("this kalpc port serves gRPC; the connection message must be %q", want)
 }

@@ -19,12 +19,22 @@ type dialOptions struct {
 	fallback     string
 	fallbackOpts []grpc.DialOption
 	hasFallback  bool
+	broker       bool
 }
 
 // WithConfig configures the kalpc connection as in alpc.Dial; its Handler
 // must be nil. Defaults to nil (kalpc's defaults).
 func WithConfig(cfg *alpc.Config) DialOption {
 	return func(o *dialOptions) { o.cfg = cfg }
+}
+
+// WithBroker makes the ClientConn connect through the pod's kalpc broker
+// (the sidecar at alpc.EnvSocket) with alpc.Connect: NewClient's path is
+// then a connection port name ("namespace/name", or "name" in the pod's
+// own namespace), and WithFallback applies when the port has no server on
+// this node. Defaults to dialing a socket path.
+func WithBroker() DialOption {
+	return func(o *dialOptions) { o.broker = true }
 }
 
 // WithChainUnaryInterceptor adds unary interceptors, run in order for every

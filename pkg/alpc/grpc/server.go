@@ -22,8 +22,9 @@ import (
 // Server is a native-mode gRPC server. It implements
 // grpc.ServiceRegistrar, so generated code registers services on it as on
 // a *grpc.Server, and alpc.Handler: it serves the kalpc connections whose
-// Config.Handler it is (see Listen, Serve, and alpc.FileConn for channels
-// handed over by a broker).
+// Config.Handler it is (see Listen and Serve, Publish and ServePort in a
+// pod with the kalpc sidecar, and alpc.FileConn for channels handed over
+// some other way).
 type Server struct {
 	opts      serverOptions
 	unaryInt  grpc.UnaryServerInterceptor
@@ -34,7 +35,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	services  map[string]*service
-	listeners map[*alpc.Listener]struct{}
+	listeners map[port]struct{}
 	conns     map[*alpc.Conn]*serverTransport
 	stopped   bool
 }
@@ -57,7 +58,7 @@ func NewServer(opts ...ServerOption) *Server {
 		opts:      serverOptions{maxRecv: DefaultMaxRecvMsgSize, maxSend: DefaultMaxSendMsgSize},
 		log:       slog.Default().With("component", "alpcgrpc"),
 		services:  make(map[string]*service),
-		listeners: make(map[*alpc.Listener]struct{}),
+		listeners: make(map[port]struct{}),
 		conns:     make(map[*alpc.Conn]*serverTransport),
 	}
 	for _, o := range opts {
@@ -117,19 +118,9 @@ func (s *Server) GetServiceInfo() map[string]grpc.ServiceInfo {
 // Unless set, MaxConcurrentHandlers defaults to MaxPendingCalls, so unary
 // calls never queue behind long-lived streams.
 func (s *Server) Listen(path string, cfg *alpc.Config) (*alpc.Listener, error) {
-	var c alpc.Config
-	if cfg != nil {
-		c = *cfg
-	}
-	if c.Handler != nil {
-		return nil, fmt.Errorf("alpcgrpc: listen %s: alpc.Config.Handler must be nil: the connections are served by alpcgrpc", path)
-	}
-	c.Handler = s
-	if c.MaxConcurrentHandlers == 0 {
-		c.MaxConcurrentHandlers = c.MaxPendingCalls
-		if c.MaxConcurrentHandlers == 0 {
-			c.MaxConcurrentHandlers = alpc.DefaultMaxPendingCalls
-		}
+	c, err := s.config(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: listen %s: %w", path, err)
 	}
 	l, err := alpc.Listen(path, &c)
 	if err != nil {
@@ -138,11 +129,34 @@ func (s *Server) Listen(path string, cfg *alpc.Config) (*alpc.Listener, error) {
 	return l, nil
 }
 
+// config is cfg for a port whose connections s serves.
+func (s *Server) config(cfg *alpc.Config) (alpc.Config, error) {
+	var c alpc.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Handler != nil {
+		return c, errors.New("alpc.Config.Handler must be nil: the connections are served by alpcgrpc")
+	}
+	c.Handler = s
+	if c.MaxConcurrentHandlers == 0 {
+		c.MaxConcurrentHandlers = c.MaxPendingCalls
+		if c.MaxConcurrentHandlers == 0 {
+			c.MaxConcurrentHandlers = alpc.DefaultMaxPendingCalls
+		}
+	}
+	return c, nil
+}
+
 // Serve accepts native-mode clients on l until l is closed or the server
 // stops, and rejects clients that ask for another mode. l's Config.Handler
 // must be s (see Listen). Serve returns nil after Stop or GracefulStop,
 // else the error that ended accepting.
 func (s *Server) Serve(l *alpc.Listener) error {
+	return s.serve(pathPort{l})
+}
+
+func (s *Server) serve(l port) error {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -157,7 +171,7 @@ func (s *Server) Serve(l *alpc.Listener) error {
 		s.mu.Unlock()
 	}()
 	for {
-		req, err := l.Accept(context.Background())
+		req, err := l.accept(context.Background())
 		if err != nil {
 			s.mu.Lock()
 			stopped := s.stopped
@@ -167,11 +181,11 @@ func (s *Server) Serve(l *alpc.Listener) error {
 			}
 			return fmt.Errorf("alpcgrpc: accept: %w", err)
 		}
-		if msg := string(req.Message); msg != NativeMessage {
-			_ = req.Reject(rejectReason(msg, NativeMessage))
+		if msg := string(req.message); msg != NativeMessage {
+			_ = req.reject(rejectReason(msg, NativeMessage))
 			continue
 		}
-		conn, err := req.Accept(nil)
+		conn, err := req.accept(nil)
 		if err != nil {
 			continue
 		}
@@ -202,7 +216,7 @@ func (s *Server) stop() []*alpc.Conn {
 	s.mu.Lock()
 	s.stopped = true
 	ls := s.listeners
-	s.listeners = make(map[*alpc.Listener]struct{})
+	s.listeners = make(map[port]struct{})
 	var conns []*alpc.Conn
 	for c := range s.conns {
 		conns = append(conns, c)

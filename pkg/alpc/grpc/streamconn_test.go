@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
+	"github.com/kalpc/kalpc/pkg/alpc"
 	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
 )
 
@@ -124,5 +125,38 @@ func TestDialNoPort(t *testing.T) {
 	defer cc.Close()
 	if err := cc.Connect(ctx); !errors.Is(err, alpcgrpc.ErrNoPort) {
 		t.Fatalf("Connect = %v, want ErrNoPort", err)
+	}
+}
+
+// TestBrokerNoSidecar checks that every brokered entry point reports a
+// missing broker (no KALPC_SOCKET) as alpc.ErrNoBroker, and that the
+// clients do not take it for a missing port (no fallback).
+func TestBrokerNoSidecar(t *testing.T) {
+	t.Setenv(alpc.EnvSocket, "")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+
+	if _, err := alpcgrpc.Publish(ctx, "greeter", nil); !errors.Is(err, alpc.ErrNoBroker) {
+		t.Errorf("Publish = %v, want ErrNoBroker", err)
+	}
+	if _, err := alpcgrpc.NewServer().Publish(ctx, "greeter", nil); !errors.Is(err, alpc.ErrNoBroker) {
+		t.Errorf("Server.Publish = %v, want ErrNoBroker", err)
+	}
+	if _, err := alpcgrpc.NewServer().Publish(ctx, "greeter", &alpc.Config{Handler: alpc.HandlerFunc(nil)}); err == nil {
+		t.Error("Server.Publish with a Handler succeeded")
+	}
+
+	fallback := errors.New("fallback called")
+	d := alpcgrpc.Dialer{Broker: true, Fallback: func(context.Context, string) (net.Conn, error) { return nil, fallback }}
+	if _, err := d.DialContext(ctx, "apps/greeter"); !errors.Is(err, alpc.ErrNoBroker) || errors.Is(err, fallback) {
+		t.Errorf("brokered DialContext = %v, want ErrNoBroker and no fallback", err)
+	}
+	cc, err := alpcgrpc.NewClient("apps/greeter", alpcgrpc.WithBroker())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if err := cc.Connect(ctx); !errors.Is(err, alpc.ErrNoBroker) || errors.Is(err, alpcgrpc.ErrNoPort) {
+		t.Errorf("brokered Connect = %v, want ErrNoBroker, not ErrNoPort", err)
 	}
 }
