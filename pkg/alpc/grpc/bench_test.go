@@ -40,7 +40,7 @@ func BenchmarkUnary(b *testing.B) {
 		}
 	}
 	p50 := map[string]time.Duration{}
-	sizes := []int{64, 4 << 10, 1 << 20, 3 << 20}
+	sizes := []int{64, 4 << 10, 1 << 20, 3 << 20, 16 << 20}
 	for _, size := range sizes {
 		for _, mode := range []string{"unix", "compat", "native"} {
 			name := fmt.Sprintf("%s/%s", sizeName(size), mode)
@@ -48,9 +48,10 @@ func BenchmarkUnary(b *testing.B) {
 				tc := testgrpc.NewTestServiceClient(conns[mode])
 				req := &testgrpc.SimpleRequest{ResponseSize: int32(size), Payload: &testgrpc.Payload{Body: make([]byte, size)}}
 				ctx := b.Context()
+				big := grpc.MaxCallRecvMsgSize(benchMaxMsg)
 				// Warm up: connect, fill caches.
 				for range 50 {
-					if _, err := tc.UnaryCall(ctx, req); err != nil {
+					if _, err := tc.UnaryCall(ctx, req, big); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -59,7 +60,7 @@ func BenchmarkUnary(b *testing.B) {
 				b.ResetTimer()
 				for b.Loop() {
 					start := time.Now()
-					if _, err := tc.UnaryCall(ctx, req); err != nil {
+					if _, err := tc.UnaryCall(ctx, req, big); err != nil {
 						b.Fatal(err)
 					}
 					lat = append(lat, time.Since(start))

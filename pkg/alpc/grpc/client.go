@@ -306,8 +306,16 @@ func (cc *ClientConn) unary(ctx context.Context, t *clientTransport, ci *callInf
 	f := callFrame{kind: kindUnary, stream: t.nextID.Add(1), method: method, subtype: ci.subtype, md: md}
 	b := appendCall(make([]byte, 0, 64+len(method)+len(ci.subtype)+metadataSize(md)), &f)
 	hdrLen := len(b)
-	if b, err = appendMarshal(ci.codec, b, args, ci.maxSend); err != nil {
-		return nil, nil, err
+	var l *alpc.Loan
+	if m, size, ok := inPlace(ci.codec, args); ok && hdrLen+size > t.conn.Limits().InlineLimit {
+		if l, err = loanMessage(ctx, t.conn, b, m, size, ci.maxSend); err != nil {
+			return nil, nil, err
+		}
+	}
+	if l == nil {
+		if b, err = appendMarshal(ci.codec, b, args, ci.maxSend); err != nil {
+			return nil, nil, err
+		}
 	}
 
 	// The response may come back on the stream id if it is too large to
@@ -316,7 +324,7 @@ func (cc *ClientConn) unary(ctx context.Context, t *clientTransport, ci *callInf
 	t.register(cs)
 	defer t.unregister(f.stream)
 
-	streamed := len(b) > t.conn.Limits().InlineLimit && !largeMessages
+	streamed := l == nil && len(b) > t.conn.Limits().InlineLimit && !largeMessages
 	if streamed {
 		b[1] |= flagStreamedRequest
 		frame := make([]byte, msgHeaderSize+len(b)-hdrLen)
@@ -329,11 +337,19 @@ func (cc *ClientConn) unary(ctx context.Context, t *clientTransport, ci *callInf
 			_ = t.conn.Send(context.Background(), appendControl(nil, kindDone, f.stream))
 		}()
 	}
-	resp, err := t.conn.Call(ctx, b)
+	// A large message is encoded straight into shared memory; the reply is
+	// read in place (a View) and decoded before the View is released.
+	var v *alpc.View
+	if l != nil {
+		v, err = t.conn.CallLoanView(ctx, l)
+	} else {
+		v, err = t.conn.CallView(ctx, b)
+	}
 	if err != nil {
 		return nil, nil, toStatus(err)
 	}
-	r, err := parseResult(resp)
+	defer v.Release()
+	r, err := parseResult(v.Bytes())
 	if err != nil {
 		return nil, nil, malformed(err)
 	}

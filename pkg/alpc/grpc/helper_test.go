@@ -2,6 +2,9 @@ package alpcgrpc_test
 
 import (
 	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -81,8 +84,23 @@ func runHelper(name, arg string) error {
 			return err
 		}
 		return serveGRPC(l, stop)
+	case "hash-server":
+		// Native mode with 64 MiB messages and a service that proves what
+		// it received: see hashServer.
+		srv := alpcgrpc.NewServer(alpcgrpc.MaxRecvMsgSize(64 << 20))
+		testgrpc.RegisterTestServiceServer(srv, hashServer{})
+		l, err := srv.Listen(arg, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Println("READY")
+		go func() {
+			<-stop
+			srv.Stop()
+		}()
+		return srv.Serve(l)
 	case "native-server":
-		srv := alpcgrpc.NewServer()
+		srv := alpcgrpc.NewServer(alpcgrpc.MaxRecvMsgSize(benchMaxMsg))
 		testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 		healthpb.RegisterHealthServer(srv, health.NewServer())
 		reflection.Register(srv)
@@ -100,8 +118,12 @@ func runHelper(name, arg string) error {
 	return fmt.Errorf("unknown helper %q", name)
 }
 
+// benchMaxMsg is the servers' receive limit: large enough for the 16 MiB
+// benchmark.
+const benchMaxMsg = 64 << 20
+
 func serveGRPC(l net.Listener, stop <-chan struct{}) error {
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(benchMaxMsg))
 	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	reflection.Register(srv)
@@ -202,4 +224,27 @@ func countFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// hashServer's UnaryCall answers with the SHA-256 of the request's payload
+// (hex, in Username) and a payload of ResponseSize bytes of pattern.
+type hashServer struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (hashServer) UnaryCall(_ context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	sum := sha256.Sum256(req.GetPayload().GetBody())
+	return &testgrpc.SimpleResponse{
+		Username: hex.EncodeToString(sum[:]),
+		Payload:  &testgrpc.Payload{Body: pattern(int(req.GetResponseSize()), 7)},
+	}, nil
+}
+
+// pattern returns n bytes that differ with seed and position.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31+i>>8) ^ seed
+	}
+	return b
 }

@@ -261,13 +261,21 @@ func (s *Server) ServeALPC(ctx context.Context, req *alpc.Request) ([]byte, erro
 	}
 	s.handlers.Add(1)
 	defer s.handlers.Done()
-	f, err := parseCall(req.Payload())
+	// The call is read in place: a unary request is decoded straight from
+	// the client's shared memory, which is given back when the call ends
+	// (codecs copy what they keep, as grpc-go requires of them; a peer
+	// changing the bytes meanwhile can only make them decode to another
+	// message it could have sent). Everything else parseCall returns is
+	// copied.
+	v := req.View()
+	defer v.Release()
+	f, err := parseCall(v.Bytes())
 	if err != nil {
 		return nil, alpc.Errorf(alpc.CodeInvalidArgument, "alpcgrpc: %v", err)
 	}
 	switch f.kind {
 	case kindUnary:
-		return s.handleUnary(ctx, st, f), nil
+		return s.handleUnary(ctx, st, f, req), nil
 	case kindStream:
 		return s.handleStream(ctx, st, f), nil
 	}
@@ -307,7 +315,7 @@ func (st *serverTransport) newContext(ctx context.Context, f *callFrame, sts grp
 	return grpc.NewContextWithServerTransportStream(ctx, sts)
 }
 
-func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFrame) []byte {
+func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFrame, req *alpc.Request) []byte {
 	sts := &serverTransportStream{method: f.method}
 	var r resultFrame
 	msg, err := f.msg, error(nil)
@@ -329,6 +337,23 @@ func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFr
 	codec, _ := codecFor(f.subtype)
 	b := appendResult(make([]byte, 0, 64+metadataSize(header)+metadataSize(trailer)), &r)
 	hdrLen := len(b)
+	// A large response is encoded straight into shared memory and sent as
+	// the reply without a copy.
+	if m, size, ok := inPlace(codec, resp); ok && hdrLen+size > st.conn.Limits().InlineLimit {
+		l, err := loanMessage(ctx, st.conn, b, m, size, s.opts.maxSend)
+		if err == nil && l != nil {
+			if err = req.ReplyLoan(l); err != nil {
+				l.Release()
+			}
+		}
+		if err != nil {
+			r.status = encodeStatus(err)
+			return appendResult(nil, &r)
+		}
+		if l != nil {
+			return nil
+		}
+	}
 	if b, err = appendMarshal(codec, b, resp, s.opts.maxSend); err != nil {
 		r.status = encodeStatus(err)
 		return appendResult(nil, &r)
@@ -348,6 +373,7 @@ func (s *Server) handleUnary(ctx context.Context, st *serverTransport, f *callFr
 	return appendResult(nil, &r)
 }
 
+// runUnary runs a unary method on msg.
 func (s *Server) runUnary(ctx context.Context, f *callFrame, msg []byte) (any, error) {
 	svc, md, _, err := s.lookup(f.method)
 	if err != nil {
@@ -360,7 +386,7 @@ func (s *Server) runUnary(ctx context.Context, f *callFrame, msg []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
-	dec := func(v any) error { return unmarshal(codec, msg, v, s.opts.maxRecv, "request") }
+	dec := func(m any) error { return unmarshal(codec, msg, m, s.opts.maxRecv, "request") }
 	return md.Handler(svc.impl, ctx, dec, s.unaryInt)
 }
 
