@@ -55,6 +55,7 @@ func TestConnectionsEndpoint(t *testing.T) {
 	c.port("echo", echoPortSpec("client"))
 	server := c.newPod("server", "server", map[string]string{"app": "echo"})
 	client := c.newPod("client", "client", nil)
+	other := c.newPod("other", "client", nil)
 	start := time.Now()
 	server.must("publish echo")
 
@@ -109,6 +110,20 @@ func TestConnectionsEndpoint(t *testing.T) {
 	t.Run("a client pod that dies leaves the list", func(t *testing.T) {
 		client.kill()
 		eventually(t, func() bool { return len(server.connections().Connections) == 0 })
+	})
+
+	t.Run("unpublishing empties the list although the channel lives on", func(t *testing.T) {
+		conn := int(other.must("connect %s/echo three", c.ns)["conn"].(float64))
+		if l := server.connections(); len(l.Connections) != 1 || l.Connections[0].Client.Name != "other" {
+			t.Fatalf("server's connections = %+v", l.Connections)
+		}
+		server.must("unpublish")
+		eventually(t, func() bool { return len(server.connections().Connections) == 0 })
+		// Documented: the sidecar no longer lists a channel nothing reports
+		// on, but the channel itself is the applications' and still works.
+		if r := other.must("call %d still-here", conn); r["reply"] != "echo:still-here" {
+			t.Fatalf("call after unpublishing = %v", r)
+		}
 	})
 }
 

@@ -306,6 +306,13 @@ func (p *podApp) do(args []string) map[string]any {
 		}
 		p.publish = stop
 		return map[string]any{"ok": true}
+	case "unpublish":
+		if p.publish == nil {
+			return map[string]any{"ok": false, "error": "nothing published"}
+		}
+		p.publish()
+		p.publish = nil
+		return map[string]any{"ok": true}
 	case "connect":
 		msg := ""
 		if len(args) > 2 {
