@@ -18,6 +18,8 @@ export GOFLAGS := -buildvcs=false
 # Images: one per shipped command (kalpc-operator, kalpc-sidecar,
 # kalpc-nodeprep), built from static binaries.
 COMMANDS         := operator sidecar nodeprep
+# The kubectl plugin: a client binary, shipped as a binary and not as an image.
+PLUGIN           := kubectl-kalpc
 # Example images (examples/<name>, image kalpc-<name>) for the local cluster.
 EXAMPLES         := k8s-echo echo blob region grpc
 ARCH             ?= amd64
@@ -27,6 +29,7 @@ REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_REGISTRY   ?= ghcr.io/kalpc
 IMAGE_TAG        ?= $(VERSION)
+PLUGIN_LDFLAGS   := -X github.com/kalpc/kalpc/internal/plugin.version=$(VERSION)
 
 ##@ General
 
@@ -106,6 +109,20 @@ test-sidecar: envtest ## Run the sidecar tests: control protocol, node directory
 run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).
 	$(GO) run ./cmd/operator --sidecar-image=$${SIDECAR_IMAGE:-kalpc/sidecar:dev} --metrics-secure=false
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin for this machine into _out/bin/kubectl-kalpc (put it on PATH: kubectl kalpc).
+	@mkdir -p _out/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(PLUGIN_LDFLAGS)" -o _out/bin/$(PLUGIN) ./cmd/$(PLUGIN)
+
+.PHONY: install-plugin
+install-plugin: ## go install the kubectl plugin into $$GOBIN (or $$GOPATH/bin), which should be on PATH.
+	CGO_ENABLED=0 $(GO) install -trimpath -ldflags "-s -w $(PLUGIN_LDFLAGS)" ./cmd/$(PLUGIN)
+
+.PHONY: test-plugin
+test-plugin: envtest ## Run the kubectl plugin tests: ports/describe against envtest, connections against real sidecars (root).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m ./internal/plugin/...
+	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m -run 'TestConnectionsEndpoint|TestKubectlConnections' ./cmd/sidecar/
+
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.
 	@hack/envtest-bins.sh >/dev/null
@@ -113,12 +130,14 @@ envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.
 ##@ Images and chart
 
 .PHONY: binaries
-binaries: ## Build static linux binaries (ARCH, default amd64) of the shipped commands into _out/bin/.
+binaries: ## Build static linux binaries (ARCH, default amd64) of the shipped commands and the kubectl plugin into _out/bin/.
 	@mkdir -p _out/bin/linux_$(ARCH)
 	for c in $(COMMANDS); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \
 	    -o _out/bin/linux_$(ARCH)/kalpc-$$c ./cmd/$$c || exit 1; \
 	done
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid= $(PLUGIN_LDFLAGS)" \
+	  -o _out/bin/linux_$(ARCH)/$(PLUGIN) ./cmd/$(PLUGIN)
 
 .PHONY: image
 image: binaries ## Build an image tarball per command into _out/images/ without Docker (hack/image); load with docker/kind/podman.

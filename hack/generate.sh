@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every generator whose output is committed: deepcopy functions for the
-# API types, and the CRD, RBAC and webhook manifests under config/ (markers in
-# the Go sources are the source of truth). `make generate manifests` and
+# API types, the CRD, RBAC and webhook manifests under config/ (markers in
+# the Go sources are the source of truth), the chart's CRDs and the CRD field
+# reference in docs/api.md. `make generate manifests` and
 # hack/verify.sh call it; never edit its outputs by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +30,6 @@ rm -rf config/webhook/manifests.yaml
 
 # The Helm chart's CRD templates, from config/crd/bases.
 hack/chart-crds.sh
+
+# The field reference in docs/api.md (between its crd-docs markers), from the CRD.
+go run ./hack/crd-docs -crd config/crd/bases/kalpc.io_connectionports.yaml -doc docs/api.md

@@ -39,7 +39,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.nodeDir, "node-dir", "/var/run/kalpc/node", "The node directory (host /var/run/kalpc), shared by every sidecar on the node.")
 	fs.StringVar(&c.tokenFile, "token-file", "/var/run/secrets/kalpc.io/serviceaccount/token", "Projected ServiceAccount token (audience kalpc.io) presented to peer sidecars; re-read on every use.")
 	fs.StringVar(&c.healthAddr, "health-addr", ":15980", "Address of /healthz and /readyz; 0 disables.")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint; 0 disables.")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint and of /debug/connections; 0 disables both.")
 	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
 	if err := fs.Parse(args); err != nil {

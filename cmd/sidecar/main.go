@@ -28,6 +28,7 @@ import (
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/sidecar"
+	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 )
 
@@ -130,6 +131,7 @@ func run(args []string) error {
 	if cfg.metricsAddr != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		mux.Handle(connections.Path, s.ConnectionsHandler())
 		servers = append(servers, &http.Server{Addr: cfg.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 	}
 	for _, srv := range servers {

@@ -152,6 +152,7 @@ type cluster struct {
 	t       *testing.T
 	ns      string
 	nodeDir string
+	pods    []*pod // started by newPod
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -251,6 +252,7 @@ func (c *cluster) newPod(name, sa string, labels map[string]string) *pod {
 		t.Fatalf("failed to start pod %s: %v", name, err)
 	}
 	p.cmd = cmd
+	c.pods = append(c.pods, p)
 	p.out = bufio.NewScanner(stdout)
 	p.out.Buffer(make([]byte, 1<<20), 1<<20)
 	t.Cleanup(func() {

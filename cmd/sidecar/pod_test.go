@@ -56,6 +56,9 @@ func runPod() error {
 	if err := proxyAPI(); err != nil {
 		return err
 	}
+	if err := exposeMetrics(); err != nil {
+		return err
+	}
 	p := &podApp{dir: os.Getenv(envPodDir), out: json.NewEncoder(os.Stdout)}
 	if err := p.startSidecar(); err != nil {
 		return err
@@ -112,6 +115,35 @@ func proxyAPI() error {
 				}
 				defer u.Close()
 				splice(c, u)
+			}()
+		}
+	}()
+	return nil
+}
+
+// exposeMetrics makes the sidecar's metrics server (127.0.0.1:15981 in this
+// network namespace) reachable by the test process through the Unix socket
+// metrics.sock in the pod directory, the way the API server's pods/proxy
+// reaches a pod's port in a cluster.
+func exposeMetrics() error {
+	ln, err := net.Listen("unix", os.Getenv(envPodDir)+"/metrics.sock")
+	if err != nil {
+		return fmt.Errorf("metrics proxy: %w", err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				t, err := net.Dial("tcp", "127.0.0.1:15981")
+				if err != nil {
+					return
+				}
+				defer t.Close()
+				splice(c, t)
 			}()
 		}
 	}()
@@ -273,6 +305,13 @@ func (p *podApp) do(args []string) map[string]any {
 			return errResult(err)
 		}
 		p.publish = stop
+		return map[string]any{"ok": true}
+	case "unpublish":
+		if p.publish == nil {
+			return map[string]any{"ok": false, "error": "nothing published"}
+		}
+		p.publish()
+		p.publish = nil
 		return map[string]any{"ok": true}
 	case "connect":
 		msg := ""

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
@@ -30,7 +31,7 @@ type publication struct {
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan *ctl.Message // requests delivered, awaiting the app's answer
-	active  map[uint64]struct{}          // channels handed over, not reported closed
+	active  map[uint64]uint64            // channels handed over, not reported closed: request id → connections registry id
 	closed  bool
 }
 
@@ -75,7 +76,7 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 		return nil, refuse(ctl.CodePortInUse, "this pod already publishes port %s/%s", ns, name)
 	}
 	pub := &publication{s: s, name: name, key: ns + "/" + name, app: c,
-		pending: make(map[uint64]chan *ctl.Message), active: make(map[uint64]struct{})}
+		pending: make(map[uint64]chan *ctl.Message), active: make(map[uint64]uint64)}
 	s.pubs[name] = pub
 	s.mu.Unlock()
 	ep, err := nodedir.Listen(s.dir.EndpointPath(ns, name, s.opts.Pod.UID))
@@ -142,10 +143,11 @@ func (p *publication) readApp() {
 			ch <- m
 		case ctl.TypeClosed:
 			p.mu.Lock()
-			_, ok := p.active[m.ID]
+			cid, ok := p.active[m.ID]
 			delete(p.active, m.ID)
 			p.mu.Unlock()
 			if ok {
+				p.s.conns.Remove(cid)
 				p.s.metrics.ActiveChannels.WithLabelValues(p.key).Dec()
 			}
 		default:
@@ -170,15 +172,20 @@ func (p *publication) close() {
 	p.closed = true
 	pending := p.pending
 	p.pending = map[uint64]chan *ctl.Message{}
-	n := len(p.active)
-	p.active = map[uint64]struct{}{}
+	active := p.active
+	p.active = map[uint64]uint64{}
 	p.mu.Unlock()
 	_ = p.endpoint.Close()
 	_ = p.app.Close()
 	for _, ch := range pending {
 		close(ch)
 	}
-	p.s.metrics.ActiveChannels.WithLabelValues(p.key).Sub(float64(n))
+	// The channels may live on, but with the publication gone nothing
+	// reports their end any more: stop listing them.
+	for _, cid := range active {
+		p.s.conns.Remove(cid)
+	}
+	p.s.metrics.ActiveChannels.WithLabelValues(p.key).Sub(float64(len(active)))
 }
 
 func (p *publication) acceptPeers() {
@@ -322,12 +329,37 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 		_ = p.write(&ctl.Message{Type: ctl.TypeError, ID: id, Code: ctl.CodeUnavailable, Reason: "the client went away before the channel was handed over"}, nil)
 		return client, err
 	}
+	cid := s.conns.Add(connections.Connection{
+		Port: p.key,
+		Client: connections.Pod{Namespace: client.Namespace, Name: client.PodName, UID: client.PodUID,
+			ServiceAccount: client.ServiceAccount},
+		Server: s.selfPod(),
+		Node:   s.opts.Pod.NodeName,
+		Since:  time.Now(),
+	})
 	p.mu.Lock()
-	p.active[id] = struct{}{}
+	if p.closed {
+		// Unpublished while handing over: close() already ran and will
+		// not see this channel.
+		p.mu.Unlock()
+		s.conns.Remove(cid)
+		return client, nil
+	}
+	p.active[id] = cid
 	p.mu.Unlock()
 	s.metrics.ActiveChannels.WithLabelValues(p.key).Inc()
 	if err := p.write(&ctl.Message{Type: ctl.TypeChannel, ID: id, Policy: pol, Peer: peer}, srvEnd); err != nil {
 		s.log.Warn("cannot hand the channel to the server application", "port", p.key, "error", err)
+		// The application never got its end, so it will never report it
+		// closed; the client sees the channel end when srvEnd is closed.
+		p.mu.Lock()
+		_, ok := p.active[id]
+		delete(p.active, id)
+		p.mu.Unlock()
+		if ok {
+			s.conns.Remove(cid)
+			s.metrics.ActiveChannels.WithLabelValues(p.key).Dec()
+		}
 	}
 	return client, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
@@ -72,6 +74,7 @@ type Sidecar struct {
 	verifier *identity.Verifier
 	engine   *policy.Engine
 	metrics  *metrics.Metrics
+	conns    connections.Registry // connections brokered as the server side
 	started  time.Time
 
 	podLn    *net.UnixListener
@@ -300,4 +303,18 @@ func (s *Sidecar) track(c *net.UnixConn, add bool) {
 	} else {
 		delete(s.apps, c)
 	}
+}
+
+// ConnectionsHandler serves, read-only and as JSON, the connections this
+// sidecar brokered as the server side and still believes open (see package
+// connections for exactly what that means). The sidecar mounts it at
+// connections.Path on its metrics server.
+func (s *Sidecar) ConnectionsHandler() http.Handler {
+	return s.conns.Handler(connections.List{Pod: s.selfPod(), Node: s.opts.Pod.NodeName, SidecarStarted: s.started})
+}
+
+// selfPod is this sidecar's own pod as a connection end.
+func (s *Sidecar) selfPod() connections.Pod {
+	return connections.Pod{Namespace: s.opts.Pod.Namespace, Name: s.opts.Pod.Name, UID: s.opts.Pod.UID,
+		ServiceAccount: s.opts.Pod.ServiceAccount}
 }

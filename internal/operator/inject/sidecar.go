@@ -6,13 +6,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 )
 
 // Names and paths of what Inject adds. They are the contract between the
 // webhook, the sidecar and the applications; see docs/operations.md.
 const (
 	// SidecarName is the name of the injected init container.
-	SidecarName = "kalpc-sidecar"
+	SidecarName = kalpcv1alpha1.SidecarContainerName
 
 	// NodeVolumeName is the hostPath volume of the node directory.
 	NodeVolumeName = "kalpc-node"
@@ -74,7 +76,7 @@ func sidecarContainer(cfg Config) corev1.Container {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 				Path:   path,
-				Port:   intstr.FromString("kalpc-health"),
+				Port:   intstr.FromString(kalpcv1alpha1.SidecarHealthPortName),
 				Scheme: corev1.URISchemeHTTP,
 			}},
 			PeriodSeconds:    period,
@@ -108,8 +110,8 @@ func sidecarContainer(cfg Config) corev1.Container {
 			fieldEnv(EnvServiceAccount, "spec.serviceAccountName"),
 		},
 		Ports: []corev1.ContainerPort{
-			{Name: "kalpc-health", ContainerPort: cfg.HealthPort, Protocol: corev1.ProtocolTCP},
-			{Name: "kalpc-metrics", ContainerPort: cfg.MetricsPort, Protocol: corev1.ProtocolTCP},
+			{Name: kalpcv1alpha1.SidecarHealthPortName, ContainerPort: cfg.HealthPort, Protocol: corev1.ProtocolTCP},
+			{Name: kalpcv1alpha1.SidecarMetricsPortName, ContainerPort: cfg.MetricsPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources: *cfg.Resources.DeepCopy(),
 		// A native sidecar: it starts before, and outlives, the app containers.

@@ -1,0 +1,103 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/sidecar/connections"
+)
+
+// PodRef names a pod.
+type PodRef struct {
+	Namespace string
+	Name      string
+}
+
+func (p PodRef) String() string { return p.Namespace + "/" + p.Name }
+
+// Fetcher reads the connection list of the kalpc sidecar of a pod.
+type Fetcher interface {
+	Connections(ctx context.Context, pod PodRef) (*connections.List, error)
+}
+
+// FetcherFunc adapts a function to a Fetcher.
+type FetcherFunc func(ctx context.Context, pod PodRef) (*connections.List, error)
+
+// Connections calls f.
+func (f FetcherFunc) Connections(ctx context.Context, pod PodRef) (*connections.List, error) {
+	return f(ctx, pod)
+}
+
+var (
+	_ Fetcher = FetcherFunc(nil)
+	_ Fetcher = ProxyFetcher{}
+)
+
+// maxListBytes bounds a sidecar's answer: 1024 connections of a port take
+// well under 1 MiB.
+const maxListBytes = 16 << 20
+
+// DecodeList reads a connection list as a sidecar serves it.
+func DecodeList(r io.Reader) (*connections.List, error) {
+	var l connections.List
+	dec := json.NewDecoder(io.LimitReader(r, maxListBytes))
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("failed to decode the sidecar's connection list: %w", err)
+	}
+	return &l, nil
+}
+
+// ProxyFetcher reaches sidecars through the API server's pods/proxy
+// subresource: GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/debug/connections,
+// where PORT is the number of the sidecar container's kalpc-metrics port. It
+// needs get on pods and on pods/proxy.
+type ProxyFetcher struct {
+	// Clientset talks to the API server (required).
+	Clientset kubernetes.Interface
+}
+
+// Connections fetches pod's list through pods/proxy.
+func (f ProxyFetcher) Connections(ctx context.Context, ref PodRef) (*connections.List, error) {
+	pods := f.Clientset.CoreV1().Pods(ref.Namespace)
+	pod, err := pods.Get(ctx, ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("failed to get pod %s: %w", ref, err)
+	}
+	port, err := SidecarMetricsPort(pod)
+	if err != nil {
+		return nil, err
+	}
+	// The pod proxy does not resolve named ports: it needs the number.
+	body, err := pods.ProxyGet("http", ref.Name, strconv.Itoa(int(port)), connections.Path, nil).DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to reach the sidecar of pod %s through pods/proxy: %w", ref, err)
+	}
+	return DecodeList(bytes.NewReader(body))
+}
+
+// SidecarMetricsPort returns the number of the kalpc-metrics port of the
+// injected sidecar container of pod.
+func SidecarMetricsPort(pod *corev1.Pod) (int32, error) {
+	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name != kalpcv1alpha1.SidecarContainerName {
+			continue
+		}
+		for _, p := range c.Ports {
+			if p.Name == kalpcv1alpha1.SidecarMetricsPortName {
+				return p.ContainerPort, nil
+			}
+		}
+		return 0, fmt.Errorf("the %s container of pod %s/%s has no %s port (the sidecar's metrics are disabled?)",
+			kalpcv1alpha1.SidecarContainerName, pod.Namespace, pod.Name, kalpcv1alpha1.SidecarMetricsPortName)
+	}
+	return 0, fmt.Errorf("pod %s/%s has no %s container", pod.Namespace, pod.Name, kalpcv1alpha1.SidecarContainerName)
+}
