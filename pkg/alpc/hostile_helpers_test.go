@@ -49,11 +49,15 @@ var hostileParams = wire.Params{
 // rawConnect connects to path and completes a valid handshake by hand,
 // returning the raw (blocking) socket, for helpers that play hostile peers.
 func rawConnect(ctx context.Context, path string, msg []byte) (int, error) {
+	return rawConnectParams(ctx, path, hostileParams, msg)
+}
+
+// rawConnectParams is rawConnect announcing p.
+func rawConnectParams(ctx context.Context, path string, p wire.Params, msg []byte) (int, error) {
 	fd, err := connect(ctx, path)
 	if err != nil {
 		return -1, err
 	}
-	p := hostileParams
 	if err := writeHandshake(ctx, fd, wire.TypeConnect, &p, msg); err != nil {
 		sys.Close(fd)
 		return -1, err

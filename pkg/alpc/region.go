@@ -117,7 +117,10 @@ func (g *Grant) Access() Access { return g.access }
 
 // Grant gives the peer direct access to r. A read-only grant seals r
 // against new writable mappings for good (see ReadOnly); a read-write grant
-// of a region already granted read-only fails.
+// fails with ErrReadOnly if r was granted read-only before, or if a process
+// holding r (a peer it was granted to read-write) sealed it against
+// writing. Seals a holder adds only ever restrict later grants of r; the
+// owner's mapping stays as it is.
 func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, error) {
 	if !c.lim.directAccess {
 		return nil, ErrDirectAccessDisabled
@@ -140,6 +143,19 @@ func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, err
 	if access == ReadWrite && r.readOnly {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("alpc: grant: region was granted read-only before: %w", ErrReadOnly)
+	}
+	if access == ReadWrite {
+		// Anyone holding the region's descriptor (a peer it was granted to
+		// read-write) can add seals. Against writing, the peer could not
+		// map the grant and would end the connection: refuse it here.
+		seals, err := sys.GetSeals(r.fd)
+		if err == nil && seals&(sys.SealWrite|sys.SealFutureWrite) != 0 {
+			err = fmt.Errorf("region was sealed against writing by a process holding it: %w", ErrReadOnly)
+		}
+		if err != nil {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("alpc: grant: %w", err)
+		}
 	}
 	fd, err := sys.DupCloexec(r.fd)
 	size := len(r.mem)
