@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -303,5 +306,172 @@ func TestHostileGrantHolder(t *testing.T) {
 	}
 	if err := holder.Err(); err != nil {
 		t.Errorf("the holder's connection ended with %v; it broke no protocol rule", err)
+	}
+}
+
+func init() {
+	hostileHelpers["region-user"] = helperRegionUser
+}
+
+// helperRegionUser ("path") serves a port allowing direct access with
+// regionUserHandler, until stdin closes.
+func helperRegionUser(path string) error {
+	l, err := Listen(path, &Config{AllowDirectAccess: true, Handler: regionUserHandler()})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		_ = l.Close()
+	}()
+	fmt.Println("READY")
+	for {
+		r, err := l.Accept(context.Background())
+		if err != nil {
+			return nil
+		}
+		if _, err := r.Accept(nil); err != nil {
+			return err
+		}
+	}
+}
+
+// hammer is a set of goroutines reading and writing a granted region
+// through the API until an access fails.
+type hammer struct {
+	wg   sync.WaitGroup
+	ops  atomic.Int64
+	mu   sync.Mutex
+	errs []string
+}
+
+// regionUserHandler serves:
+//
+//	hammer:id         start 2 goroutines writing (WriteAt, an increasing counter at 8*i) and 2 reading (ReadAt) grant id until an access fails
+//	hammer-result:id  wait for them; reply "ops=N errs=<each goroutine's error>|..."
+//	access:id         look grant id up and read a byte of it
+func regionUserHandler() Handler {
+	var hammers sync.Map
+	return HandlerFunc(func(ctx context.Context, req *Request) ([]byte, error) {
+		verb, arg, _ := strings.Cut(string(req.Payload()), ":")
+		id, _ := strconv.ParseUint(arg, 10, 64)
+		switch verb {
+		case "hammer":
+			rr, err := req.Conn().Region(id)
+			if err != nil {
+				return nil, err
+			}
+			h := &hammer{}
+			hammers.Store(id, h)
+			for i := range 4 {
+				h.wg.Add(1)
+				go func() {
+					defer h.wg.Done()
+					var err error
+					b := make([]byte, 4096)
+					for n := uint64(1); err == nil; n++ {
+						if i%2 == 0 {
+							binary.LittleEndian.PutUint64(b, n)
+							_, err = rr.WriteAt(b[:8], int64(8*i))
+						} else {
+							_, err = rr.ReadAt(b, 0)
+						}
+						h.ops.Add(1)
+					}
+					h.mu.Lock()
+					h.errs = append(h.errs, err.Error())
+					h.mu.Unlock()
+				}()
+			}
+			return []byte("started"), nil
+		case "hammer-result":
+			v, ok := hammers.Load(id)
+			if !ok {
+				return nil, Errorf(CodeInvalidArgument, "no hammer on %d", id)
+			}
+			h := v.(*hammer)
+			h.wg.Wait()
+			return fmt.Appendf(nil, "ops=%d errs=%s", h.ops.Load(), strings.Join(h.errs, "|")), nil
+		case "access":
+			rr, err := req.Conn().Region(id)
+			if err != nil {
+				return nil, err
+			}
+			_, err = rr.ReadAt(make([]byte, 1), 0)
+			return nil, err
+		}
+		return nil, Errorf(CodeInvalidArgument, "unknown verb %q", verb)
+	})
+}
+
+// TestGrantRevokeDuringAccess: the peer (this library, in another process)
+// hammers a read-write grant with reads and writes while the owner revokes
+// it. The peer's accesses in progress finish, every later one fails with
+// ErrNotGranted (also a lookup by id), and once a call made after Revoke
+// returns, the region no longer changes. The owner's Grant is dead: a
+// second Revoke fails with ErrNotGranted. The connection carries on.
+func TestGrantRevokeDuringAccess(t *testing.T) {
+	checkLeaks(t)
+	path := filepath.Join(t.TempDir(), "port.sock")
+	startHelper(t, "region-user", path)
+	c, err := Dial(t.Context(), path, nil, &Config{AllowDirectAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := NewRegion(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for round := range 3 {
+		gnt, err := c.Grant(t.Context(), r, ReadWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Call(t.Context(), fmt.Appendf(nil, "hammer:%d", gnt.ID())); err != nil {
+			t.Fatal(err)
+		}
+		// Revoke while the peer's writes are landing.
+		deadline := time.Now().Add(10 * time.Second)
+		for binary.LittleEndian.Uint64(r.Bytes()) < 1000 {
+			if time.Now().After(deadline) {
+				t.Fatal("the peer's writes did not arrive")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		if err := gnt.Revoke(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		// The peer handles the revoke before this call.
+		_, err = c.Call(t.Context(), fmt.Appendf(nil, "access:%d", gnt.ID()))
+		revoked := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), ErrNotGranted.Error()) {
+			t.Fatalf("peer's lookup after Revoke = %v; want %v", err, ErrNotGranted)
+		}
+		out, err := c.Call(t.Context(), fmt.Appendf(nil, "hammer-result:%d", gnt.ID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, errs, _ := strings.Cut(string(out), "errs=")
+		for _, e := range strings.Split(errs, "|") {
+			if e != ErrNotGranted.Error() {
+				t.Errorf("a peer goroutine stopped with %q; want %q", e, ErrNotGranted)
+			}
+		}
+		snap := bytes.Clone(r.Bytes())
+		time.Sleep(50 * time.Millisecond)
+		if !bytes.Equal(snap, r.Bytes()) {
+			t.Error("the region changed after the revoke was acknowledged by a later call")
+		}
+		t.Logf("round %d: peer: %s; revoke to the peer's refusal: %v", round, out, revoked.Round(time.Microsecond))
+		if err := gnt.Revoke(t.Context()); !errors.Is(err, ErrNotGranted) {
+			t.Errorf("second Revoke = %v; want ErrNotGranted", err)
+		}
+	}
+	if err := c.Err(); err != nil {
+		t.Errorf("connection ended with %v", err)
 	}
 }
