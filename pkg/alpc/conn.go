@@ -514,7 +514,7 @@ func (c *Conn) waitWritable(ctx context.Context, fd int) error {
 		defer cancel()
 	}
 	if err := sys.WaitFD(wctx, fd, sys.PollOut); err != nil {
-		if ctx.Err() == nil && context.Cause(wctx) == errWriteStalled {
+		if ctx.Err() == nil && errors.Is(context.Cause(wctx), errWriteStalled) {
 			// The peer read nothing for WriteTimeout: it is not a peer we
 			// can serve. Ending the connection frees everything waiting on
 			// it (handlers' answers, callbacks, credits, releases).

@@ -75,10 +75,10 @@ func helperDeafClient(arg string) error {
 func deafHandler() Handler {
 	return HandlerFunc(func(ctx context.Context, req *Request) ([]byte, error) {
 		verb, arg, _ := strings.Cut(string(req.Payload()), ":")
-		n, err := strconv.Atoi(arg)
+		n, _ := strconv.Atoi(arg) // 0 for the good client's text
 		switch {
-		case verb == "echo" && err != nil:
-			return []byte(arg), nil // the good client
+		case verb == "echo" && n == 0:
+			return []byte(arg), nil // the good client's echo:ping
 		case verb == "echo":
 			return make([]byte, n), nil
 		case verb == "callback":
