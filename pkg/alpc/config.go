@@ -30,6 +30,9 @@ const (
 	// DefaultMaxPendingConnections bounds connection requests waiting for
 	// Accept.
 	DefaultMaxPendingConnections = 128
+	// DefaultWriteTimeout bounds how long a write waits for the peer to
+	// make room in its socket buffer.
+	DefaultWriteTimeout = 30 * time.Second
 
 	// MinInlineLimit and MaxInlineLimit bound Config.InlineLimit. The upper
 	// bound keeps one inline message inside one datagram with the kernel's
@@ -100,6 +103,19 @@ type Config struct {
 	// accepted; further clients wait in the kernel's backlog (Listen only).
 	// Defaults to DefaultMaxPendingConnections (128).
 	MaxPendingConnections int
+
+	// WriteTimeout bounds how long any write on the connection waits for
+	// room in the peer's socket buffer. A peer that reads nothing for this
+	// long (a slow consumer: hostile, stopped or deadlocked) has its
+	// connection ended with a *LimitError naming WriteTimeout, so that
+	// answers, callbacks, credits and releases to it never wait forever,
+	// and neither do Calls and Sends whose context has a later deadline or
+	// none. A context that ends first still wins (the Call fails with the
+	// context's error and the connection stays up). The peer's reader never
+	// waits on handlers, so a live peer drains its socket in microseconds.
+	// Defaults to DefaultWriteTimeout (30s); negative means no bound but
+	// the context's.
+	WriteTimeout time.Duration
 }
 
 // withDefaults returns a copy of c with defaults filled in, or an error for
@@ -132,6 +148,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.MaxPendingConnections == 0 {
 		out.MaxPendingConnections = DefaultMaxPendingConnections
+	}
+	if out.WriteTimeout == 0 {
+		out.WriteTimeout = DefaultWriteTimeout
 	}
 	switch {
 	case out.InlineLimit < MinInlineLimit || out.InlineLimit > MaxInlineLimit:

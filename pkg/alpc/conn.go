@@ -82,7 +82,7 @@ type Conn struct {
 	// for one of the MaxConcurrentHandlers.
 	running   int
 	callQueue fifo
-	// idle hands calls to workers waiting in idleWait.
+	// idle hands calls to workers waiting in nextCall.
 	idle        chan *Request
 	idleWorkers int
 	// One-way requests are handled one at a time, in order, by a single
@@ -492,6 +492,12 @@ func (c *Conn) write(ctx context.Context, h *wire.Header, payload []byte, fds []
 	return err
 }
 
+// errWriteStalled is the cause of a write that waited WriteTimeout for room
+// in the peer's socket buffer.
+var errWriteStalled = errors.New("the peer read nothing from its socket")
+
+// waitWritable waits for room in the socket buffer until ctx ends, the
+// connection does, or WriteTimeout passes (which ends the connection).
 func (c *Conn) waitWritable(ctx context.Context, fd int) error {
 	select {
 	case c.congested <- struct{}{}:
@@ -501,7 +507,20 @@ func (c *Conn) waitWritable(ctx context.Context, fd int) error {
 		return c.endErr()
 	}
 	defer func() { <-c.congested }()
-	if err := sys.WaitFD(ctx, fd, sys.PollOut); err != nil {
+	wctx := ctx
+	if c.cfg.WriteTimeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeoutCause(ctx, c.cfg.WriteTimeout, errWriteStalled)
+		defer cancel()
+	}
+	if err := sys.WaitFD(wctx, fd, sys.PollOut); err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(wctx), errWriteStalled) {
+			// The peer read nothing for WriteTimeout: it is not a peer we
+			// can serve. Ending the connection frees everything waiting on
+			// it (handlers' answers, callbacks, credits, releases).
+			c.fail(&LimitError{Limit: "WriteTimeout", Value: int64(c.cfg.WriteTimeout), Err: errWriteStalled})
+			return c.endErr()
+		}
 		return err
 	}
 	select {
@@ -736,22 +755,18 @@ func (c *Conn) serve(req *Request) {
 		// Finish the request's accounting before answering: the peer may
 		// send its next request as soon as it reads the answer.
 		c.inflight--
+		var next *Request
 		if req.oneWay {
 			c.oneWayActive--
 			c.credits++
 			if c.oneWayActive == 0 || c.credits >= uint32(max(1, c.lim.window/8)) {
 				credit, c.credits = c.credits, 0
 			}
-		} else {
-			delete(c.serving, req.id)
-		}
-		var next *Request
-		if req.oneWay {
 			if next = c.oneWayQueue.pop(); next == nil {
 				c.oneWayRunning = false
 			}
-		} else if next = c.callQueue.pop(); next == nil {
-			c.running--
+		} else {
+			delete(c.serving, req.id)
 		}
 		c.mu.Unlock()
 
@@ -760,25 +775,28 @@ func (c *Conn) serve(req *Request) {
 				h := wire.Header{Type: wire.TypeCredit, Aux32: credit}
 				_ = c.write(c.baseCtx, &h, nil, nil)
 			}
-		} else {
-			c.answer(req, resp, herr)
-			if next == nil {
-				next = c.idleWait()
-			}
+			req = next
+			continue
 		}
-		req = next
+		c.answer(req, resp, herr)
+		// The handler's slot is held until its answer is written: a peer
+		// that does not read its answers cannot make us start more
+		// handlers (and hold more answers) than MaxConcurrentHandlers;
+		// what it sends meanwhile queues within its request window.
+		req = c.nextCall()
 	}
 }
 
-// maxIdleWorkers is how many call workers per Conn wait for the next call
-// instead of exiting, so that a steady stream of calls reuses goroutines
-// (and their grown stacks) instead of starting one per call.
-const maxIdleWorkers = 2
-
-// idleWait parks a call worker until the reader hands it a call, or returns
-// nil if enough workers are idle already or the connection ends.
-func (c *Conn) idleWait() *Request {
+// nextCall returns the next queued call for a worker whose answer is
+// written; if there is none, the worker gives up its handler slot and
+// waits as an idle worker (or returns nil).
+func (c *Conn) nextCall() *Request {
 	c.mu.Lock()
+	if next := c.callQueue.pop(); next != nil {
+		c.mu.Unlock()
+		return next
+	}
+	c.running--
 	if c.idleWorkers >= maxIdleWorkers || c.err != nil {
 		c.mu.Unlock()
 		return nil
@@ -795,6 +813,11 @@ func (c *Conn) idleWait() *Request {
 	c.mu.Unlock()
 	return req
 }
+
+// maxIdleWorkers is how many call workers per Conn wait for the next call
+// instead of exiting, so that a steady stream of calls reuses goroutines
+// (and their grown stacks) instead of starting one per call.
+const maxIdleWorkers = 2
 
 func (c *Conn) invoke(req *Request) (resp []byte, err error) {
 	if c.handler == nil {

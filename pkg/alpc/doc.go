@@ -41,7 +41,11 @@
 // error ([ErrTooLarge], [*LimitError]); a peer that breaks the protocol
 // (malformed header, lying length, unexpected descriptors, too many requests
 // in flight) ends that connection with a [*ProtocolError] and affects no
-// other connection.
+// other connection. A peer that stops reading its socket cannot make this
+// side queue without bound: writes wait for room in the socket (never in a
+// user-space queue), each at most [Config.WriteTimeout], after which that
+// connection ends with a [*LimitError]; a handler keeps its slot until its
+// answer is written.
 //
 // # Who owns each descriptor
 //

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
 )
@@ -85,7 +87,7 @@ func asProtocolError(err error) error {
 type LimitError struct {
 	// Limit names the limit, as in the Config field (for example "MaxPendingCalls").
 	Limit string
-	// Value is the limit's value.
+	// Value is the limit's value (in nanoseconds for a timeout).
 	Value int64
 	// Err is the underlying cause, if any (for example a context error while
 	// waiting for a slot).
@@ -93,7 +95,12 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string {
-	s := fmt.Sprintf("alpc: %s (%d) reached", e.Limit, e.Value)
+	var s string
+	if strings.HasSuffix(e.Limit, "Timeout") {
+		s = fmt.Sprintf("alpc: %s (%v) reached", e.Limit, time.Duration(e.Value))
+	} else {
+		s = fmt.Sprintf("alpc: %s (%d) reached", e.Limit, e.Value)
+	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}

@@ -156,7 +156,7 @@ func TestHostileFDFlood(t *testing.T) {
 				}
 			}
 			elapsed := time.Since(start)
-			maxFDs, maxGors := res.finish()
+			maxFDs, maxGors, _ := res.finish()
 			g.finish(t, 10, 50*time.Millisecond)
 			t.Logf("flood (%s): %s in %v; %d connections ended by the port; peak %d fds (baseline %d), %d goroutines",
 				tt.phase, result, elapsed.Round(time.Millisecond), ended, maxFDs, baseFDs, maxGors)
@@ -296,7 +296,7 @@ func TestHostileConnectionFlood(t *testing.T) {
 	}
 	result := waitForFile(t, stats, 60*time.Second)
 	elapsed := time.Since(start)
-	maxFDs, maxGors := res.finish()
+	maxFDs, maxGors, _ := res.finish()
 	g.finish(t, 10, 50*time.Millisecond)
 	t.Logf("flood: %s (%v); a new client connected in %v; peak %d fds (baseline %d), %d goroutines (baseline %d)",
 		result, elapsed.Round(time.Millisecond), dialTime.Round(time.Millisecond), maxFDs, baseFDs, maxGors, baseGors)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,11 +49,15 @@ var hostileParams = wire.Params{
 // rawConnect connects to path and completes a valid handshake by hand,
 // returning the raw (blocking) socket, for helpers that play hostile peers.
 func rawConnect(ctx context.Context, path string, msg []byte) (int, error) {
+	return rawConnectParams(ctx, path, hostileParams, msg)
+}
+
+// rawConnectParams is rawConnect announcing p.
+func rawConnectParams(ctx context.Context, path string, p wire.Params, msg []byte) (int, error) {
 	fd, err := connect(ctx, path)
 	if err != nil {
 		return -1, err
 	}
-	p := hostileParams
 	if err := writeHandshake(ctx, fd, wire.TypeConnect, &p, msg); err != nil {
 		sys.Close(fd)
 		return -1, err
@@ -187,11 +192,12 @@ func (g *goodTraffic) finish(t *testing.T, factor float64, floor time.Duration) 
 }
 
 // resourceSampler records the process's peak descriptor and goroutine
-// counts while an attack runs.
+// counts and heap (live and not yet collected objects) while an attack runs.
 type resourceSampler struct {
 	stop            chan struct{}
 	done            chan struct{}
 	maxFDs, maxGors int
+	maxHeap         uint64
 }
 
 func sampleResources() *resourceSampler {
@@ -200,11 +206,14 @@ func sampleResources() *resourceSampler {
 		defer close(r.done)
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
+		heap := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 		for {
 			if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
 				r.maxFDs = max(r.maxFDs, len(ents))
 			}
 			r.maxGors = max(r.maxGors, runtime.NumGoroutine())
+			metrics.Read(heap) // unlike ReadMemStats, does not stop the world
+			r.maxHeap = max(r.maxHeap, heap[0].Value.Uint64())
 			select {
 			case <-r.stop:
 				return
@@ -215,10 +224,10 @@ func sampleResources() *resourceSampler {
 	return r
 }
 
-func (r *resourceSampler) finish() (maxFDs, maxGoroutines int) {
+func (r *resourceSampler) finish() (maxFDs, maxGoroutines int, maxHeap uint64) {
 	close(r.stop)
 	<-r.done
-	return r.maxFDs, r.maxGors
+	return r.maxFDs, r.maxGors, r.maxHeap
 }
 
 func countFDs(t *testing.T) int { return len(openFDs(t)) }

@@ -33,6 +33,7 @@ func TestHostileHugeSizes(t *testing.T) {
 	defer good.Close()
 	goodServer := <-conns
 	defer goodServer.Close()
+	g := startGoodTraffic(t, good)
 
 	section := func(id, size uint64) []byte {
 		h := wire.Header{Type: wire.TypeSection, ID: id, NFDs: 1, Aux64: size}
@@ -205,6 +206,7 @@ func TestHostileHugeSizes(t *testing.T) {
 		c.Close()
 		<-served
 	})
+	g.finish(t, 10, 50*time.Millisecond)
 	good.Close()
 	goodServer.Close()
 	deadline := time.Now().Add(3 * time.Second)

@@ -217,6 +217,42 @@ func TestHostileSlowConsumer(t *testing.T) {
 			t.Errorf("%d bytes of sections mapped for a peer that never releases; budget %d", got, budget)
 		}
 	})
+	t.Run("no deadline", func(t *testing.T) {
+		// Calls without a deadline: the first ones fill the peer's socket
+		// and wait for answers that never come; the next write waits
+		// WriteTimeout, then the connection ends and every call fails
+		// with the *LimitError.
+		const writeTimeout = 200 * time.Millisecond
+		c, err := Dial(t.Context(), slowPath, nil, &Config{WriteTimeout: writeTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeFast(t, c)
+		payload := make([]byte, 32<<10)
+		errs := make(chan error, 16)
+		start := time.Now()
+		for range 16 {
+			go func() {
+				_, err := c.Call(t.Context(), payload)
+				errs <- err
+			}()
+		}
+		for range 16 {
+			select {
+			case err := <-errs:
+				var le *LimitError
+				if !errors.As(err, &le) || le.Limit != "WriteTimeout" {
+					t.Fatalf("call without a deadline to a peer that never reads = %v; want a *LimitError for WriteTimeout", err)
+				}
+			case <-time.After(writeTimeout + 5*time.Second):
+				t.Fatal("a call without a deadline to a peer that never reads outlived WriteTimeout")
+			}
+		}
+		t.Logf("16 calls without a deadline failed after %v: %v", time.Since(start).Round(time.Millisecond), c.Err())
+		if !errors.Is(c.Err(), ErrLimit) {
+			t.Errorf("connection ended with %v; want the WriteTimeout *LimitError", c.Err())
+		}
+	})
 	g.finish(t, 10, 50*time.Millisecond)
 	// Nothing the failed calls made is still held.
 	if grew := int64(heapInUse()) - int64(baseHeap); grew > 8<<20 {

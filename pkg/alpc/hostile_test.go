@@ -1,6 +1,7 @@
 package alpc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -131,7 +132,7 @@ func TestHostilePeer(t *testing.T) {
 			case <-ctx.Done():
 			}
 		}
-		return r.Payload(), nil
+		return bytes.TrimPrefix(r.Payload(), []byte("echo:")), nil // the good traffic's echo calls
 	})})
 	conns := make(chan *Conn, 1)
 	go acceptInto(l, conns)
@@ -144,6 +145,8 @@ func TestHostilePeer(t *testing.T) {
 	defer good.Close()
 	goodServer := <-conns
 	defer goodServer.Close()
+	g := startGoodTraffic(t, good)
+	defer g.finish(t, 10, 50*time.Millisecond)
 
 	valid := header(wire.TypeRequest, 0, 1, []byte("hi"))
 	withBytes := func(b []byte, at int, v byte) []byte {
@@ -237,8 +240,15 @@ func TestHostilePeer(t *testing.T) {
 
 func TestHostileHandshake(t *testing.T) {
 	checkLeaks(t)
-	l, path := listenTest(t, &Config{HandshakeTimeout: 200 * time.Millisecond})
+	l, path := listenTest(t, &Config{HandshakeTimeout: 200 * time.Millisecond, Handler: testHandler(nil)})
 	go acceptAll(t, l)
+	good, err := Dial(t.Context(), path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	g := startGoodTraffic(t, good)
+	defer g.finish(t, 10, 50*time.Millisecond)
 	send := func(t *testing.T, b []byte, fds ...int) int {
 		fd, err := connect(t.Context(), path)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
@@ -103,9 +104,10 @@ func (r *Region) Close() error {
 
 // Grant is a region granted to the peer of a connection.
 type Grant struct {
-	c      *Conn
-	id     uint64
-	access Access
+	c       *Conn
+	id      uint64
+	access  Access
+	revoked atomic.Bool
 }
 
 // ID identifies the grant on its connection; tell the peer this id (in a
@@ -117,7 +119,10 @@ func (g *Grant) Access() Access { return g.access }
 
 // Grant gives the peer direct access to r. A read-only grant seals r
 // against new writable mappings for good (see ReadOnly); a read-write grant
-// of a region already granted read-only fails.
+// fails with ErrReadOnly if r was granted read-only before, or if a process
+// holding r (a peer it was granted to read-write) sealed it against
+// writing. Seals a holder adds only ever restrict later grants of r; the
+// owner's mapping stays as it is.
 func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, error) {
 	if !c.lim.directAccess {
 		return nil, ErrDirectAccessDisabled
@@ -141,6 +146,19 @@ func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, err
 		r.mu.Unlock()
 		return nil, fmt.Errorf("alpc: grant: region was granted read-only before: %w", ErrReadOnly)
 	}
+	if access == ReadWrite {
+		// Anyone holding the region's descriptor (a peer it was granted to
+		// read-write) can add seals. Against writing, the peer could not
+		// map the grant and would end the connection: refuse it here.
+		seals, err := sys.GetSeals(r.fd)
+		if err == nil && seals&(sys.SealWrite|sys.SealFutureWrite) != 0 {
+			err = fmt.Errorf("region was sealed against writing by a process holding it: %w", ErrReadOnly)
+		}
+		if err != nil {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("alpc: grant: %w", err)
+		}
+	}
 	fd, err := sys.DupCloexec(r.fd)
 	size := len(r.mem)
 	r.mu.Unlock()
@@ -156,13 +174,31 @@ func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, err
 	return g, nil
 }
 
-// Revoke withdraws the grant: the peer's library unmaps the region and
-// further access through it fails with ErrNotGranted. Revocation is
-// cooperative: a peer that ignores the protocol may keep what it mapped, so
-// treat a granted region as disclosed to that peer.
+// Revoke withdraws the grant; revoking it again fails with ErrNotGranted.
+// Revoke returns once the revoke message is queued. The peer's library
+// handles it before any message sent after it: it waits for the region
+// accesses in progress (ReadAt, WriteAt) to end, unmaps the region, and
+// from then on Conn.Region, ReadAt and WriteAt fail with ErrNotGranted. So
+// once a Call made after Revoke returns, a peer using this library no
+// longer reads or writes the region (slices it took from
+// RemoteRegion.Bytes are the exception: using them after a revoke faults
+// in the peer).
+//
+// Revocation is cooperative: a peer that ignores the protocol keeps what it
+// mapped (a mapping outlives the descriptor and the connection), so treat
+// a granted region as disclosed to that peer for good. To take memory back
+// from a peer you do not trust, stop using the region: copy what you need
+// into a new one and Close the old.
 func (g *Grant) Revoke(ctx context.Context) error {
+	if !g.revoked.CompareAndSwap(false, true) {
+		return fmt.Errorf("alpc: revoke: grant %d: %w", g.id, ErrNotGranted)
+	}
 	h := wire.Header{Type: wire.TypeRevoke, ID: g.id}
-	return g.c.write(ctx, &h, nil, nil)
+	if err := g.c.write(ctx, &h, nil, nil); err != nil {
+		g.revoked.Store(false) // not sent: the grant stands
+		return err
+	}
+	return nil
 }
 
 // RemoteRegion is a region the peer granted to this side.

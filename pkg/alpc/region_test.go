@@ -191,29 +191,57 @@ func TestHostileGrants(t *testing.T) {
 			return sectionFD(t, 4096, sys.SealShrink|sys.SealGrow|sys.SealFutureWrite)
 		}, "cannot be mapped read-write"},
 	}
+	// One port allowing direct access and one not, each with a good
+	// connection whose p99 is measured before and during the attacks.
+	type port struct {
+		path  string
+		conns chan *Conn
+		g     *goodTraffic
+	}
+	ports := map[bool]*port{}
+	for _, allow := range []bool{false, true} {
+		l, path := listenTest(t, &Config{AllowDirectAccess: allow, Handler: testHandler(nil)})
+		p := &port{path: path, conns: make(chan *Conn, 1)}
+		go acceptInto(l, p.conns)
+		good, err := Dial(t.Context(), path, nil, &Config{AllowDirectAccess: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer good.Close()
+		goodServer := <-p.conns
+		defer goodServer.Close()
+		p.g = startGoodTraffic(t, good)
+		ports[allow] = p
+	}
+	// Each attack is repeated, so that the good connections make enough
+	// calls during the attacks for a p99.
+	const rounds = 20
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, path := listenTest(t, &Config{AllowDirectAccess: tt.allow})
-			conns := make(chan *Conn, 1)
-			go acceptInto(l, conns)
-			fd := rawDialDirect(t, path)
-			defer sys.Close(fd)
-			server := <-conns
-			defer server.Close()
-			gfd := tt.fd()
-			err := sys.Sendmsg(fd, tt.msg, nil, []int{gfd}, sys.MsgNoSignal)
-			sys.Close(gfd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-server.Done():
-			case <-time.After(5 * time.Second):
-				t.Fatal("server kept the hostile connection open")
-			}
-			if err := server.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tt.wants) {
-				t.Fatalf("server ended with %v; want a protocol error containing %q", err, tt.wants)
+			p := ports[tt.allow]
+			for range rounds {
+				fd := rawDialDirect(t, p.path)
+				server := <-p.conns
+				gfd := tt.fd()
+				err := sys.Sendmsg(fd, tt.msg, nil, []int{gfd}, sys.MsgNoSignal)
+				sys.Close(gfd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-server.Done():
+				case <-time.After(5 * time.Second):
+					t.Fatal("server kept the hostile connection open")
+				}
+				server.Close()
+				sys.Close(fd)
+				if err := server.Err(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tt.wants) {
+					t.Fatalf("server ended with %v; want a protocol error containing %q", err, tt.wants)
+				}
 			}
 		})
+	}
+	for _, allow := range []bool{false, true} {
+		ports[allow].g.finish(t, 10, 50*time.Millisecond)
 	}
 }

@@ -234,7 +234,7 @@ func TestHostileSections(t *testing.T) {
 	checkLeaks(t)
 	baseMaps := sectionMaps(t)
 	l, path := listenTest(t, &Config{MaxSectionBytes: 64 << 20, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
-		return r.Payload(), nil
+		return bytes.TrimPrefix(r.Payload(), []byte("echo:")), nil // the good traffic's echo calls
 	})})
 	conns := make(chan *Conn, 1)
 	go acceptInto(l, conns)
@@ -245,6 +245,7 @@ func TestHostileSections(t *testing.T) {
 	defer good.Close()
 	goodServer := <-conns
 	defer goodServer.Close()
+	g := startGoodTraffic(t, good)
 
 	section := func(id uint64, size uint64) []byte {
 		h := wire.Header{Type: wire.TypeSection, ID: id, NFDs: 1, Aux64: size}
@@ -328,6 +329,7 @@ func TestHostileSections(t *testing.T) {
 			break
 		}
 	})
+	g.finish(t, 10, 50*time.Millisecond)
 	good.Close()
 	goodServer.Close()
 	deadline := time.Now().Add(3 * time.Second)
