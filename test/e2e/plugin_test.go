@@ -1,0 +1,141 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPlugin runs `kubectl kalpc` against the cluster: ports and describe
+// read the echo port's status, and connections reads the server sidecar's
+// list through the API server's pods/proxy while a client holds a
+// connection, then sees it go when the client pod is deleted.
+func TestPlugin(t *testing.T) {
+	applyEcho(t)
+	defer dump(t, ns)
+	plugin := filepath.Join(t.TempDir(), "kubectl-kalpc")
+	build := exec.Command("go", "build", "-o", plugin, "./cmd/kubectl-kalpc")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/kubectl-kalpc: %v\n%s", err, out)
+	}
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, plugin, args...).Output()
+		return string(out), err
+	}
+
+	// ports: the echo port is ready with an endpoint on the node.
+	var ports struct {
+		Items []struct {
+			Name           string   `json:"name"`
+			ReadyEndpoints int      `json:"readyEndpoints"`
+			Nodes          []string `json:"nodes"`
+		} `json:"items"`
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := run("ports", "-n", ns, "-o", "json")
+		if err == nil && json.Unmarshal([]byte(out), &ports) == nil && len(ports.Items) == 1 && ports.Items[0].ReadyEndpoints > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubectl kalpc ports never showed a ready echo port: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
+	}
+	if p := ports.Items[0]; p.Name != "echo" || len(p.Nodes) != 1 {
+		t.Errorf("ports: %+v; want echo on one node", p)
+	}
+	table, err := run("ports", "-n", ns)
+	if err != nil || !strings.Contains(table, "echo") || !strings.Contains(table, "True") {
+		t.Errorf("kubectl kalpc ports -n %s: %v\n%s", ns, err, table)
+	}
+	if out, err := run("describe", "echo", "-n", ns); err != nil || !strings.Contains(out, "ServersReady") || !strings.Contains(out, "echo-client") {
+		t.Errorf("kubectl kalpc describe echo: %v\n%s", err, out)
+	}
+
+	// connections: a client holding a connection is listed by the server's
+	// sidecar, reached through pods/proxy.
+	kcStdin(t, fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata: {name: inspected, namespace: %s}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {app: inspected, kalpc.io/inject: "true"}
+    spec:
+      serviceAccountName: echo-client
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: client
+        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
+        imagePullPolicy: Never
+        args: [client, -port, echo, -hold]
+`, ns), "apply", "-f", "-")
+	defer func() { _, _ = kcErr("-n", ns, "delete", "job", "inspected", "--ignore-not-found", "--wait=false") }()
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		logs, _ := kcErr("-n", ns, "logs", "job/inspected", "-c", "client")
+		if strings.Contains(logs, "holding the connection") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client never connected:\n%s", logs)
+		}
+		time.Sleep(time.Second)
+	}
+	client := strings.TrimPrefix(strings.TrimSpace(kc(t, "-n", ns, "get", "pods", "-l", "app=inspected", "-o", "name")), "pod/")
+	type conns struct {
+		Items []struct {
+			Port   string `json:"port"`
+			Client struct {
+				Namespace      string `json:"namespace"`
+				Name           string `json:"name"`
+				ServiceAccount string `json:"serviceAccount"`
+			} `json:"client"`
+		} `json:"items"`
+		Errors []any `json:"errors"`
+	}
+	listed := func() (bool, string) {
+		out, err := run("connections", "echo", "-n", ns, "-o", "json")
+		var c conns
+		if err != nil || json.Unmarshal([]byte(out), &c) != nil || len(c.Errors) > 0 {
+			return false, fmt.Sprintf("%v\n%s", err, out)
+		}
+		for _, it := range c.Items {
+			if it.Client.Name == client && it.Client.Namespace == ns && it.Client.ServiceAccount == "echo-client" {
+				return true, out
+			}
+		}
+		return false, out
+	}
+	if ok, out := listed(); !ok {
+		t.Fatalf("kubectl kalpc connections echo does not list the client %s/%s:\n%s", ns, client, out)
+	}
+	if out, err := run("connections", "echo", "-n", ns); err != nil || !strings.Contains(out, client) {
+		t.Errorf("kubectl kalpc connections (table): %v\n%s", err, out)
+	}
+	kc(t, "-n", ns, "delete", "job", "inspected", "--wait=false")
+	kc(t, "-n", ns, "delete", "pod", client, "--grace-period=1", "--wait=false")
+	for deadline = time.Now().Add(time.Minute); ; {
+		ok, out := listed()
+		if !ok && !strings.Contains(out, client) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted client is still listed:\n%s", out)
+		}
+		time.Sleep(time.Second)
+	}
+}
