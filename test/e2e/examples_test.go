@@ -36,7 +36,7 @@ func TestExamples(t *testing.T) {
 			kc(t, "apply", "-f", manifest)
 			kc(t, "-n", namespace, "rollout", "status", "deployment/"+ex.name+"-server", "--timeout", "180s")
 
-			status := waitJob(t, namespace, job, 4*time.Minute)
+			status := waitJobStatus(t, namespace, job, 4*time.Minute)
 			logs, _ := kcErr("-n", namespace, "logs", "job/"+job, "--all-containers", "--prefix")
 			if status != "succeeded" {
 				t.Fatalf("job %s/%s %s; logs:\n%s", namespace, job, status, logs)
@@ -54,9 +54,9 @@ func TestExamples(t *testing.T) {
 	}
 }
 
-// waitJob polls a Job until it succeeds or fails, or timeout passes, and
+// waitJobStatus polls a Job until it succeeds or fails, or timeout passes, and
 // says which.
-func waitJob(t *testing.T, namespace, job string, timeout time.Duration) string {
+func waitJobStatus(t *testing.T, namespace, job string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
