@@ -25,13 +25,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/testenv"
 )
 
 const nodeName = "node-a"
@@ -76,23 +75,14 @@ func setup(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "failed to build the sidecar:", err)
 		return 1
 	}
-	env = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
+	te, err := testenv.Start()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to start envtest (set KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh)):", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = kalpcv1alpha1.AddToScheme(scheme)
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	defer te.Stop()
+	env, k8s = te.Environment, te.Client
+	cfg := te.Config
 	if clientset, err = kubernetes.NewForConfig(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

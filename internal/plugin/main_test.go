@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,13 +15,11 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
-	"github.com/kalpc/kalpc/internal/operator"
 	"github.com/kalpc/kalpc/internal/operator/portstatus"
 	"github.com/kalpc/kalpc/internal/plugin"
+	"github.com/kalpc/kalpc/internal/testenv"
 )
 
 var (
@@ -40,68 +37,34 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to start envtest (set KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh)):", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	scheme, err := operator.NewScheme()
+	env, err := testenv.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to create client:", err)
-		return 1
-	}
-	user, err := env.AddUser(envtest.User{Name: "kalpc-plugin-test", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	defer env.Stop()
+	k8s = env.Client
 	dir, err := os.MkdirTemp("", "kalpc-plugin-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	kubeconfigPath = filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfigPath, kc, 0o600); err != nil {
+	if kubeconfigPath, err = env.AdminKubeconfig("kalpc-plugin-test", dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  operator.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+	stop, err := env.StartManager(func(mgr ctrl.Manager) error {
+		r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
+		return r.SetupWithManager(mgr)
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to create manager:", err)
-		return 1
-	}
-	r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
-	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 	code := m.Run()
-	cancel()
-	if err := <-done; err != nil {
-		fmt.Fprintln(os.Stderr, "manager stopped with error:", err)
+	if err := stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return code

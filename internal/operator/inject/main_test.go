@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/kalpc/kalpc/internal/operator"
 	"github.com/kalpc/kalpc/internal/operator/inject"
+	"github.com/kalpc/kalpc/internal/testenv"
 )
 
 // operatorNamespace is the operator's namespace in these tests, as in
@@ -45,29 +45,15 @@ func TestMain(m *testing.M) {
 // generated MutatingWebhookConfiguration pointed at a local port; tests start
 // and stop the webhook server on that port.
 func runWithAPIServer(m *testing.M) int {
-	env = &envtest.Environment{
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			Paths: []string{filepath.Join("..", "..", "..", "config", "webhook")},
-		},
-	}
-	var err error
-	if cfg, err = env.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to start envtest (set KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh)):", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "failed to stop envtest:", err)
-		}
-	}()
-	if scheme, err = operator.NewScheme(); err != nil {
+	te, err := testenv.Start(func(e *envtest.Environment) {
+		e.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{testenv.Repo("config", "webhook")}}
+	})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to create client:", err)
-		return 1
-	}
+	defer te.Stop()
+	env, cfg, scheme, k8s = te.Environment, te.Config, te.Scheme, te.Client
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
 		fmt.Fprintln(os.Stderr, "failed to create the operator namespace:", err)

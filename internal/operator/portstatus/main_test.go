@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,13 +11,11 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
-	"github.com/kalpc/kalpc/internal/operator"
 	"github.com/kalpc/kalpc/internal/operator/inject"
 	"github.com/kalpc/kalpc/internal/operator/portstatus"
+	"github.com/kalpc/kalpc/internal/testenv"
 )
 
 // k8s is a direct (uncached) client of the package's API server.
@@ -31,51 +28,24 @@ func TestMain(m *testing.M) {
 // runWithOperator starts one API server and one manager running the
 // Reconciler, shared by the package's tests.
 func runWithOperator(m *testing.M) int {
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to start envtest (set KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh)):", err)
-		return 1
-	}
-	defer func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "failed to stop envtest:", err)
-		}
-	}()
-	scheme, err := operator.NewScheme()
+	env, err := testenv.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to create client:", err)
-		return 1
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  operator.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+	defer env.Stop()
+	k8s = env.Client
+	stop, err := env.StartManager(func(mgr ctrl.Manager) error {
+		r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
+		return r.SetupWithManager(mgr)
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to create manager:", err)
-		return 1
-	}
-	r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
-	if err := r.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 	code := m.Run()
-	cancel()
-	if err := <-done; err != nil {
-		fmt.Fprintln(os.Stderr, "manager stopped with error:", err)
+	if err := stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return code
