@@ -178,7 +178,9 @@ func TestEcho(t *testing.T) {
 	logs := kc(t, "-n", ns, "logs", "job/echo-client", "-c", "client")
 	t.Logf("client:\n%s", logs)
 	for _, want := range []string{
-		"PASS inline:", "PASS section request:", "PASS section reply:", "PASS callback:",
+		"PASS inline:", "PASS section request:", "PASS section reply:", "PASS loan:",
+		"PASS direct access read-only:", "PASS direct access read-only, live:", "PASS direct access revoke:",
+		"PASS direct access read-write:", "PASS direct access from the server:", "PASS callback:",
 		"PASS separate network namespaces:", "k8s-echo: all checks passed",
 	} {
 		if !strings.Contains(logs, want) {
@@ -187,6 +189,12 @@ func TestEcho(t *testing.T) {
 	}
 	if strings.Contains(logs, "FAIL") {
 		t.Errorf("a check failed")
+	}
+	// The side-by-side with gRPC over the pod network (make demo prints it).
+	for _, row := range []string{"p50 gRPC/kalpc", " 64 B ", " 64 KiB ", " 1 MiB "} {
+		if !strings.Contains(logs, row) {
+			t.Errorf("the kalpc/gRPC comparison lacks %q", row)
+		}
 	}
 	serverLogs := kc(t, "-n", ns, "logs", "deployment/echo-server", "-c", "server")
 	if !strings.Contains(serverLogs, "from verified peer "+ns+"/echo-client-") || !strings.Contains(serverLogs, "serviceaccount echo-client") {
