@@ -82,7 +82,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with tls.crt and tls.key when --webhook-cert-provider=cert-manager; reloaded when the files change.")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "kalpc-webhook-tls", "Secret in --namespace where the operator keeps its CA and serving certificate (--webhook-cert-provider=operator).")
 	fs.StringVar(&c.webhookService, "webhook-service", "kalpc-webhook", "Service in --namespace that fronts the webhook server; the serving certificate is issued for its DNS names.")
-	fs.StringVar(&c.webhookConfig, "webhook-configuration", inject.WebhookConfigurationName, "MutatingWebhookConfiguration whose caBundle the operator keeps current (--webhook-cert-provider=operator).")
+	fs.StringVar(&c.webhookConfig, "webhook-configuration", inject.WebhookConfigurationName, "MutatingWebhookConfiguration whose caBundle the operator keeps current (--webhook-cert-provider=operator); it owns the certificate Secret and the leader election Lease, so they are deleted with it.")
 	fs.DurationVar(&c.certValidity, "webhook-cert-validity", cert.DefaultCertValidity, "Lifetime of a serving certificate; it is renewed after two thirds of it.")
 	fs.DurationVar(&c.caValidity, "webhook-ca-validity", cert.DefaultCAValidity, "Lifetime of the self-signed CA; it is renewed after two thirds of it.")
 

@@ -449,14 +449,19 @@ webhook:
 		t.Errorf("volume mounts = %+v", m)
 	}
 
-	// With cert-manager the operator needs neither Secrets nor the webhook
-	// configuration.
+	// With cert-manager the operator needs no Secrets, and reads the webhook
+	// configuration only to make it the owner of its Lease: it may not
+	// change it.
 	cr := get[rbacv1.ClusterRole](t, r, "ClusterRole", "kalpc-operator")
 	role := get[rbacv1.Role](t, r, "Role", "kalpc-operator")
-	for _, g := range append(rbacGrants(cr.Rules), rbacGrants(role.Rules)...) {
-		if strings.Contains(g, "secrets") || strings.Contains(g, "mutatingwebhookconfigurations") {
+	grants := append(rbacGrants(cr.Rules), rbacGrants(role.Rules)...)
+	for _, g := range grants {
+		if strings.Contains(g, "secrets") || (strings.Contains(g, "mutatingwebhookconfigurations") && g != "admissionregistration.k8s.io/mutatingwebhookconfigurations/kalpc-sidecar-injector:get") {
 			t.Errorf("operator is granted %s with cert-manager", g)
 		}
+	}
+	if !slices.Contains(grants, "admissionregistration.k8s.io/mutatingwebhookconfigurations/kalpc-sidecar-injector:get") {
+		t.Errorf("operator may not read its webhook configuration (the Lease's owner) with cert-manager; grants %v", grants)
 	}
 
 	// A given issuer replaces the self-signed one.
