@@ -63,6 +63,7 @@ func run(args []string) error {
 			Hosts:                    cfg.webhookHosts(),
 			CAValidity:               cfg.caValidity,
 			CertValidity:             cfg.certValidity,
+			CheckInterval:            cfg.certCheck,
 		})
 		if err != nil {
 			return fmt.Errorf("failed to configure the webhook certificate rotator: %w", err)

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -44,18 +46,23 @@ var echoService = grpc.ServiceDesc{
 	}},
 }
 
-// serveGRPC serves the echo service on addr; it returns the address on the
-// pod's IP clients use, and a function that stops the server.
-func serveGRPC(addr string) (string, func(), error) {
+// serveGRPC serves the echo service and gRPC's health service on addr; it
+// returns the address on the pod's IP clients use, the health server (the
+// kubelet's readiness probe asks it), and a function that stops the server.
+// Health starts NOT_SERVING.
+func serveGRPC(addr string) (string, *health.Server, func(), error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("gRPC echo: %w", err)
+		return "", nil, nil, fmt.Errorf("gRPC echo: %w", err)
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(grpcMaxMessage), grpc.MaxSendMsgSize(grpcMaxMessage))
 	srv.RegisterService(&echoService, echo{})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
 	go func() { _ = srv.Serve(l) }()
 	port := l.Addr().(*net.TCPAddr).Port
-	return net.JoinHostPort(podIP(), fmt.Sprint(port)), srv.Stop, nil
+	return net.JoinHostPort(podIP(), fmt.Sprint(port)), hs, srv.Stop, nil
 }
 
 // dialGRPC connects to the echo service at addr (plain TCP, no TLS: the

@@ -46,8 +46,7 @@ func load(ctx context.Context, o loadOptions) error {
 		wg                 sync.WaitGroup
 	)
 	probeCtx, stopProbe := context.WithCancel(ctx)
-	wg.Add(1)
-	go func() {
+	probeLoop := func() {
 		defer wg.Done()
 		t := time.NewTicker(o.probe)
 		defer t.Stop()
@@ -67,7 +66,11 @@ func load(ctx context.Context, o loadOptions) error {
 				log.Printf("load: new connection failed: %v", err)
 			}
 		}
-	}()
+	}
+	if o.probe > 0 {
+		wg.Add(1)
+		go probeLoop()
+	}
 
 	var (
 		calls, callFails, peerClosed, connects, connectFails int

@@ -47,7 +47,7 @@ func main() {
 	settle := fs.Duration("settle", 3*time.Second, "load: keep calling this long after the last new server answered")
 	interval := fs.Duration("interval", 5*time.Millisecond, "load: pause between calls")
 	timeout := fs.Duration("timeout", 4*time.Minute, "load: give up after this long")
-	probe := fs.Duration("probe", 200*time.Millisecond, "load: open a fresh connection this often")
+	probe := fs.Duration("probe", 200*time.Millisecond, "load: open a fresh connection this often (0: never)")
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

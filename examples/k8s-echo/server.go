@@ -15,6 +15,9 @@ import (
 	"strings"
 	"sync"
 
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -32,16 +35,22 @@ import (
 //	anything else             → "sha256:<hex> len:<n> shared:<bool>" of the payload, read in place
 //
 // It also serves the same echo over gRPC on TCP (grpcAddr), for the
-// client's -compare.
+// client's -compare, and gRPC's health service there: SERVING once the port
+// is published, NOT_SERVING from SIGTERM on. The manifest's readiness probe
+// asks it, so that a rolling update waits for the new pod to publish before
+// it stops the old one.
 func serve(ctx context.Context, port, grpcAddr string) error {
-	var grpcPublic string
+	var (
+		grpcPublic string
+		hs         *health.Server
+	)
 	if grpcAddr != "" {
-		addr, stop, err := serveGRPC(grpcAddr)
+		addr, h, stop, err := serveGRPC(grpcAddr)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		grpcPublic = addr
+		grpcPublic, hs = addr, h
 		log.Printf("server: gRPC echo on %s (pod network)", addr)
 	}
 	var (
@@ -104,6 +113,10 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 	}
 	defer l.Close()
 	log.Printf("server: pod %s published port %s (policy %+v) from %s", hostname(), port, l.Policy(), netns())
+	if hs != nil {
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		defer hs.Shutdown() // NOT_SERVING while the connections drain
+	}
 	for {
 		req, err := l.Accept(ctx)
 		if err != nil {

@@ -82,33 +82,34 @@ func TestOperatorDeployment(t *testing.T) {
 		t.Errorf("image = %q, want the appVersion tag", c.Image)
 	}
 	wantArgs := map[string]string{
-		"--namespace":                 "$(POD_NAMESPACE)",
-		"--leader-elect":              "true",
-		"--leader-election-id":        "kalpc-operator.kalpc.io",
-		"--health-probe-bind-address": ":8081",
-		"--metrics-bind-address":      ":8443",
-		"--metrics-secure":            "true",
-		"--enable-http2":              "false",
-		"--webhook-port":              "9443",
-		"--webhook-service":           "kalpc-webhook",
-		"--webhook-configuration":     "kalpc-sidecar-injector",
-		"--webhook-cert-provider":     "operator",
-		"--webhook-cert-secret":       "kalpc-webhook-tls",
-		"--webhook-cert-validity":     "2160h",
-		"--webhook-ca-validity":       "43800h",
-		"--sidecar-image":             "ghcr.io/kalpc/kalpc-sidecar:0.1.0",
-		"--sidecar-image-pull-policy": "IfNotPresent",
-		"--sidecar-cpu-request":       "10m",
-		"--sidecar-memory-request":    "32Mi",
-		"--sidecar-cpu-limit":         "",
-		"--sidecar-memory-limit":      "128Mi",
-		"--sidecar-log-level":         "info",
-		"--sidecar-run-as-user":       "65532",
-		"--sidecar-health-port":       "15980",
-		"--sidecar-metrics-port":      "15981",
-		"--sidecar-cluster-role":      "kalpc-sidecar",
-		"--zap-log-level":             "info",
-		"--zap-encoder":               "json",
+		"--namespace":                   "$(POD_NAMESPACE)",
+		"--leader-elect":                "true",
+		"--leader-election-id":          "kalpc-operator.kalpc.io",
+		"--health-probe-bind-address":   ":8081",
+		"--metrics-bind-address":        ":8443",
+		"--metrics-secure":              "true",
+		"--enable-http2":                "false",
+		"--webhook-port":                "9443",
+		"--webhook-service":             "kalpc-webhook",
+		"--webhook-configuration":       "kalpc-sidecar-injector",
+		"--webhook-cert-provider":       "operator",
+		"--webhook-cert-secret":         "kalpc-webhook-tls",
+		"--webhook-cert-validity":       "2160h",
+		"--webhook-ca-validity":         "43800h",
+		"--webhook-cert-check-interval": "5m",
+		"--sidecar-image":               "ghcr.io/kalpc/kalpc-sidecar:0.1.0",
+		"--sidecar-image-pull-policy":   "IfNotPresent",
+		"--sidecar-cpu-request":         "10m",
+		"--sidecar-memory-request":      "32Mi",
+		"--sidecar-cpu-limit":           "",
+		"--sidecar-memory-limit":        "128Mi",
+		"--sidecar-log-level":           "info",
+		"--sidecar-run-as-user":         "65532",
+		"--sidecar-health-port":         "15980",
+		"--sidecar-metrics-port":        "15981",
+		"--sidecar-cluster-role":        "kalpc-sidecar",
+		"--zap-log-level":               "info",
+		"--zap-encoder":                 "json",
 	}
 	if diff := cmp.Diff(wantArgs, operatorArgs(t, d)); diff != "" {
 		t.Errorf("operator flags (-want +got):\n%s", diff)
@@ -436,7 +437,7 @@ webhook:
 	if args["--webhook-cert-provider"] != "cert-manager" || args["--webhook-cert-dir"] != "/etc/kalpc/webhook-certs" {
 		t.Errorf("operator flags %v", args)
 	}
-	for _, f := range []string{"--webhook-cert-secret", "--webhook-cert-validity", "--webhook-ca-validity"} {
+	for _, f := range []string{"--webhook-cert-secret", "--webhook-cert-validity", "--webhook-ca-validity", "--webhook-cert-check-interval"} {
 		if _, ok := args[f]; ok {
 			t.Errorf("operator gets %s with cert-manager", f)
 		}
