@@ -19,6 +19,7 @@ type loadOptions struct {
 	retry                            time.Duration
 	servers                          int
 	settle, interval, timeout, probe time.Duration
+	probeFailuresOK                  bool
 }
 
 // load calls the server in a loop over one connection, reconnecting when it
@@ -29,7 +30,8 @@ type loadOptions struct {
 // line ("load: summary ...") of how many calls and connects failed, why,
 // and the longest time without a successful call. It fails if a call
 // failed with anything but peer-closed (the clear error of a server that
-// went away) or a new connection failed with anything but "no server".
+// went away), a reconnect failed with anything but "no server", or a new
+// connection failed (unless o.probeFailuresOK).
 func load(ctx context.Context, o loadOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -140,7 +142,7 @@ func load(ctx context.Context, o loadOptions) error {
 	}
 	probeMu.Lock()
 	for k, v := range probeErrs {
-		if k != errKind(alpc.ErrNoServer) {
+		if !o.probeFailuresOK {
 			otherErrs["new connection: "+k] += v
 		}
 	}

@@ -48,6 +48,7 @@ func main() {
 	interval := fs.Duration("interval", 5*time.Millisecond, "load: pause between calls")
 	timeout := fs.Duration("timeout", 4*time.Minute, "load: give up after this long")
 	probe := fs.Duration("probe", 200*time.Millisecond, "load: open a fresh connection this often (0: never)")
+	probeFailuresOK := fs.Bool("probe-failures-ok", false, "load: count failed fresh connections but do not fail for them (e.g. while the API server is down)")
 	_ = fs.Parse(os.Args[2:])
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,7 +59,7 @@ func main() {
 	case "client":
 		err = client(ctx, clientOptions{port: *port, name: *name, size: *size, retry: *retry, hold: *hold, compare: *compare})
 	case "load":
-		err = load(ctx, loadOptions{port: *port, name: *name, retry: *retry, servers: *servers, settle: *settle, interval: *interval, timeout: *timeout, probe: *probe})
+		err = load(ctx, loadOptions{port: *port, name: *name, retry: *retry, servers: *servers, settle: *settle, interval: *interval, timeout: *timeout, probe: *probe, probeFailuresOK: *probeFailuresOK})
 	default:
 		usage()
 	}

@@ -53,19 +53,21 @@ func ensureEcho(t *testing.T) {
 
 // startLoad starts a k8s-echo load Job that calls the echo server every
 // 5 ms for settle after its first answer (and, with probe > 0, opens a new
-// connection that often), and waits until it is calling.
-func startLoad(t *testing.T, name string, settle, probe time.Duration) {
+// connection that often), and waits until it is calling. Extra arguments go
+// to the load command.
+func startLoad(t *testing.T, name string, settle, probe time.Duration, extra ...string) {
 	t.Helper()
-	clientJob(t, ns, name, "load", "-port", "echo", "-servers", "1", "-settle", settle.String(),
-		"-interval", "5ms", "-probe", probe.String(), "-timeout", "4m")
+	clientJob(t, ns, name, append([]string{"load", "-port", "echo", "-servers", "1", "-settle", settle.String(),
+		"-interval", "5ms", "-probe", probe.String(), "-timeout", "4m"}, extra...)...)
 	waitLog(t, ns, name, "load: server", 2*time.Minute)
 }
 
 var summaryField = regexp.MustCompile(`([a-z-]+)=([^ ]+)`)
 
 // loadResult waits for the load Job and returns the fields of its summary
-// line; every call and new connection must have succeeded.
-func loadResult(t *testing.T, name string) map[string]string {
+// line; every call and (unless newConnsMayFail) every new connection must
+// have succeeded.
+func loadResult(t *testing.T, name string, newConnsMayFail bool) map[string]string {
 	t.Helper()
 	logs := waitJob(t, ns, name, 4*time.Minute)
 	line := regexp.MustCompile(`load: summary .*`).FindString(logs)
@@ -78,6 +80,9 @@ func loadResult(t *testing.T, name string) map[string]string {
 		fields[m[1]] = m[2]
 	}
 	for _, f := range []string{"failed", "failed-new-connections", "other-errors"} {
+		if f == "failed-new-connections" && newConnsMayFail {
+			continue
+		}
 		if fields[f] != "0" {
 			t.Errorf("load Job %s: %s=%s, want 0:\n%s", name, f, fields[f], tail(logs, 30))
 		}
@@ -252,7 +257,7 @@ func TestCertRotation(t *testing.T) {
 	}
 
 	newClientPasses(t, "rotation-client")
-	loadResult(t, "rotation-load")
+	loadResult(t, "rotation-load", false)
 }
 
 // TestOperatorRestart kills every operator pod while a client calls the
@@ -282,7 +287,7 @@ spec:
 	})
 
 	newClientPasses(t, "restart-client")
-	loadResult(t, "restart-load")
+	loadResult(t, "restart-load", false)
 }
 
 // TestAPIServerDown stops the local cluster's kube-apiserver for 10 s while
@@ -296,9 +301,10 @@ func TestAPIServerDown(t *testing.T) {
 	}
 	ensureEcho(t)
 	defer dump(t, ns)
-	// No new connections during the outage: a sidecar verifies a peer's
-	// token with a TokenReview, which needs the API server.
-	startLoad(t, "outage-load", 35*time.Second, 0)
+	// New connections are tried every 500 ms, and counted, but may fail
+	// while the API server is away: a sidecar verifies a peer's token with a
+	// TokenReview (cached for 10 s).
+	startLoad(t, "outage-load", 30*time.Second, 500*time.Millisecond, "-probe-failures-ok")
 
 	start := time.Now()
 	cmd := exec.Command(filepath.Join(root, "hack", "local-cluster", "apiserver-outage"), "10")
@@ -313,8 +319,9 @@ func TestAPIServerDown(t *testing.T) {
 	})
 	kc(t, "-n", releaseNS, "rollout", "status", "deployment/kalpc-operator", "--timeout", "120s")
 
-	fields := loadResult(t, "outage-load")
-	t.Logf("through the API server outage: %s calls, %s failed, longest gap %s", fields["calls"], fields["failed"], fields["longest-gap"])
+	fields := loadResult(t, "outage-load", true)
+	t.Logf("through the API server outage: %s calls, %s failed, longest gap %s; %s of %s new connections failed",
+		fields["calls"], fields["failed"], fields["longest-gap"], fields["failed-new-connections"], fields["new-connections"])
 	newClientPasses(t, "outage-client")
 }
 
