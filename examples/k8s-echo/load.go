@@ -83,10 +83,7 @@ func load(ctx context.Context, o loadOptions) error {
 		longestAt                                            time.Time
 	)
 	current := ""
-	for {
-		if ctx.Err() != nil {
-			break
-		}
+	for ctx.Err() == nil {
 		if conn == nil {
 			connects++
 			c, err := alpc.Connect(ctx, o.port, []byte(o.name), nil)
