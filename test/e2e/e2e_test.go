@@ -222,9 +222,10 @@ spec:
 
 type pod struct {
 	Metadata struct {
-		Name   string            `json:"name"`
-		UID    string            `json:"uid"`
-		Labels map[string]string `json:"labels"`
+		Name              string            `json:"name"`
+		UID               string            `json:"uid"`
+		Labels            map[string]string `json:"labels"`
+		DeletionTimestamp *string           `json:"deletionTimestamp"`
 	} `json:"metadata"`
 	Spec struct {
 		InitContainers []struct {
@@ -251,6 +252,19 @@ func pods(t *testing.T, namespace, selector string) []pod {
 		t.Fatal(err)
 	}
 	return list.Items
+}
+
+// livePods returns the pods of selector that are not being deleted (a
+// rollout's old pod may still be terminating).
+func livePods(t *testing.T, namespace, selector string) []pod {
+	t.Helper()
+	var live []pod
+	for _, p := range pods(t, namespace, selector) {
+		if p.Metadata.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
 }
 
 // applyEcho applies examples/k8s-echo with a fresh server pod (images are

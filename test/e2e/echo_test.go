@@ -135,7 +135,7 @@ spec:
 func TestServerKilled(t *testing.T) {
 	applyEcho(t)
 	defer dump(t, ns)
-	servers := pods(t, ns, "app=echo-server")
+	servers := livePods(t, ns, "app=echo-server")
 	if len(servers) != 1 {
 		t.Fatalf("%d server pods, want 1", len(servers))
 	}

@@ -18,7 +18,7 @@ import (
 func TestRollingUpdate(t *testing.T) {
 	applyEcho(t)
 	defer dump(t, ns)
-	before := pods(t, ns, "app=echo-server")
+	before := livePods(t, ns, "app=echo-server")
 
 	clientJob(t, ns, "loader", "load", "-port", "echo", "-servers", "2", "-settle", "3s", "-interval", "5ms", "-timeout", "3m")
 	waitLog(t, ns, "loader", "load: server", 2*time.Minute)
