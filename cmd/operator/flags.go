@@ -41,6 +41,7 @@ type config struct {
 	webhookConfig  string
 	certValidity   time.Duration
 	caValidity     time.Duration
+	certCheck      time.Duration
 
 	sidecarImage         string
 	sidecarPullPolicy    string
@@ -82,9 +83,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with tls.crt and tls.key when --webhook-cert-provider=cert-manager; reloaded when the files change.")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "kalpc-webhook-tls", "Secret in --namespace where the operator keeps its CA and serving certificate (--webhook-cert-provider=operator).")
 	fs.StringVar(&c.webhookService, "webhook-service", "kalpc-webhook", "Service in --namespace that fronts the webhook server; the serving certificate is issued for its DNS names.")
-	fs.StringVar(&c.webhookConfig, "webhook-configuration", inject.WebhookConfigurationName, "MutatingWebhookConfiguration whose caBundle the operator keeps current (--webhook-cert-provider=operator).")
+	fs.StringVar(&c.webhookConfig, "webhook-configuration", inject.WebhookConfigurationName, "MutatingWebhookConfiguration whose caBundle the operator keeps current (--webhook-cert-provider=operator); it owns the certificate Secret and the leader election Lease, so they are deleted with it.")
 	fs.DurationVar(&c.certValidity, "webhook-cert-validity", cert.DefaultCertValidity, "Lifetime of a serving certificate; it is renewed after two thirds of it.")
 	fs.DurationVar(&c.caValidity, "webhook-ca-validity", cert.DefaultCAValidity, "Lifetime of the self-signed CA; it is renewed after two thirds of it.")
+	fs.DurationVar(&c.certCheck, "webhook-cert-check-interval", cert.DefaultCheckInterval, "How often each replica re-reads the certificate Secret, renews what is due and reloads what another replica or a person wrote.")
 
 	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "Container image of the injected kalpc sidecar. Required.")
 	fs.StringVar(&c.sidecarPullPolicy, "sidecar-image-pull-policy", string(corev1.PullIfNotPresent), "Image pull policy of the sidecar: Always, IfNotPresent or Never.")
@@ -153,6 +155,9 @@ func (c *config) validate() error {
 	}
 	if c.certValidity <= 0 || c.caValidity <= 0 || c.certValidity > c.caValidity {
 		errs = append(errs, errors.New("--webhook-cert-validity and --webhook-ca-validity must be positive, and the certificate's no longer than the CA's"))
+	}
+	if c.certCheck < time.Second {
+		errs = append(errs, fmt.Errorf("--webhook-cert-check-interval %v must be at least 1s", c.certCheck))
 	}
 	return errors.Join(errs...)
 }

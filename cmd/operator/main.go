@@ -63,6 +63,7 @@ func run(args []string) error {
 			Hosts:                    cfg.webhookHosts(),
 			CAValidity:               cfg.caValidity,
 			CertValidity:             cfg.certValidity,
+			CheckInterval:            cfg.certCheck,
 		})
 		if err != nil {
 			return fmt.Errorf("failed to configure the webhook certificate rotator: %w", err)
@@ -111,6 +112,17 @@ func run(args []string) error {
 		SidecarClusterRole: cfg.sidecarClusterRole,
 	}); err != nil {
 		return fmt.Errorf("failed to set up the operator: %w", err)
+	}
+	if cfg.leaderElect {
+		// The Lease goes with the webhook configuration (helm uninstall).
+		if err := mgr.Add(&operator.LeaseOwner{
+			Client:                   mgr.GetClient(),
+			Reader:                   mgr.GetAPIReader(),
+			Lease:                    client.ObjectKey{Namespace: cfg.leaderElectNS, Name: cfg.leaderElectID},
+			WebhookConfigurationName: cfg.webhookConfig,
+		}); err != nil {
+			return fmt.Errorf("failed to add the Lease owner: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("failed to add the health check: %w", err)

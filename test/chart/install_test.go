@@ -198,6 +198,12 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	e.createServiceAccount(t, "apps", "app")
 	e.createPod(t, "apps", map[string]string{kalpcv1alpha1.LabelSidecar: kalpcv1alpha1.LabelSidecarInjected}, func(p *corev1.Pod) { p.Spec.ServiceAccountName = "app" })
 	e.waitSidecarBinding(t, "apps", "app")
+	// Everything the operator created is owned by an object of the release,
+	// so that Kubernetes' garbage collector deletes it on helm uninstall
+	// (envtest has no garbage collector; test/e2e checks the collection).
+	e.expectOwner(t, &rbacv1.ClusterRoleBinding{}, client.ObjectKey{Name: "kalpc-sidecar:apps"}, "ClusterRole", "kalpc-sidecar")
+	e.expectOwner(t, &corev1.Secret{}, client.ObjectKeyFromObject(secret), "MutatingWebhookConfiguration", "kalpc-sidecar-injector")
+	e.expectOwner(t, &coordinationv1.Lease{}, client.ObjectKeyFromObject(lease), "MutatingWebhookConfiguration", "kalpc-sidecar-injector")
 	stop()
 
 	// helm upgrade with changed values.
@@ -256,13 +262,21 @@ webhook:
 	if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(port), port); err != nil {
 		t.Errorf("ConnectionPort gone after uninstall with crds.keep: %v", err)
 	}
-	// What the operator created is not the release's: docs/install.md
-	// tells how to remove it.
-	if err := e.k8s.Get(ctx, client.ObjectKey{Name: "kalpc-sidecar:apps"}, &rbacv1.ClusterRoleBinding{}); err != nil {
-		t.Errorf("the operator's ClusterRoleBinding: %v (docs/install.md says it stays)", err)
-	}
-	if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}); err != nil {
-		t.Errorf("the operator's Secret: %v (docs/install.md says it stays)", err)
+	// What the operator created is not the release's, but owned by its
+	// objects: still here only because envtest collects no garbage.
+	for _, o := range []client.Object{&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kalpc-sidecar:apps"}}, secret, lease} {
+		if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+			t.Errorf("%T %s: %v", o, o.GetName(), err)
+			continue
+		}
+		for _, ref := range o.GetOwnerReferences() {
+			got := &unstructured.Unstructured{}
+			got.SetAPIVersion(ref.APIVersion)
+			got.SetKind(ref.Kind)
+			if err := e.k8s.Get(ctx, client.ObjectKey{Name: ref.Name}, got); !apierrors.IsNotFound(err) {
+				t.Errorf("the owner %s %s of %T %s still exists after uninstall (err %v)", ref.Kind, ref.Name, o, o.GetName(), err)
+			}
+		}
 	}
 
 	// A new install adopts the kept CRD. To remove the CRD with a release,
@@ -365,6 +379,33 @@ func (e *installEnv) expectWebhookCall(t *testing.T, namespace string, labels ma
 	}
 }
 
+// expectOwner waits until the object at key is owned by the release's
+// object of kind and name (with its current UID).
+func (e *installEnv) expectOwner(t *testing.T, obj client.Object, key client.ObjectKey, kind, name string) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		if err := e.k8s.Get(t.Context(), key, obj); err != nil {
+			return err
+		}
+		owner := &unstructured.Unstructured{}
+		for _, ref := range obj.GetOwnerReferences() {
+			if ref.Kind != kind || ref.Name != name {
+				continue
+			}
+			owner.SetAPIVersion(ref.APIVersion)
+			owner.SetKind(ref.Kind)
+			if err := e.k8s.Get(t.Context(), client.ObjectKey{Name: name}, owner); err != nil {
+				return err
+			}
+			if owner.GetUID() != ref.UID {
+				return fmt.Errorf("%T %s is owned by %s %s with UID %s, not the current %s", obj, key, kind, name, ref.UID, owner.GetUID())
+			}
+			return nil
+		}
+		return fmt.Errorf("%T %s has owners %v, want %s %s", obj, key, obj.GetOwnerReferences(), kind, name)
+	})
+}
+
 // checkOperatorAccess asks the API server what the operator's
 // ServiceAccount may do.
 func (e *installEnv) checkOperatorAccess(t *testing.T) {
@@ -375,6 +416,8 @@ func (e *installEnv) checkOperatorAccess(t *testing.T) {
 	}{
 		{authorizationv1.ResourceAttributes{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "kalpc-sidecar"}, true},
 		{authorizationv1.ResourceAttributes{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"}, false},
+		{authorizationv1.ResourceAttributes{Verb: "get", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "kalpc-sidecar"}, true},
+		{authorizationv1.ResourceAttributes{Verb: "get", Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "cluster-admin"}, false},
 		{authorizationv1.ResourceAttributes{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}, false},
 		{authorizationv1.ResourceAttributes{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "kalpc-sidecar-injector"}, true},
 		{authorizationv1.ResourceAttributes{Verb: "update", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "other"}, false},

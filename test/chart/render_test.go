@@ -82,33 +82,34 @@ func TestOperatorDeployment(t *testing.T) {
 		t.Errorf("image = %q, want the appVersion tag", c.Image)
 	}
 	wantArgs := map[string]string{
-		"--namespace":                 "$(POD_NAMESPACE)",
-		"--leader-elect":              "true",
-		"--leader-election-id":        "kalpc-operator.kalpc.io",
-		"--health-probe-bind-address": ":8081",
-		"--metrics-bind-address":      ":8443",
-		"--metrics-secure":            "true",
-		"--enable-http2":              "false",
-		"--webhook-port":              "9443",
-		"--webhook-service":           "kalpc-webhook",
-		"--webhook-configuration":     "kalpc-sidecar-injector",
-		"--webhook-cert-provider":     "operator",
-		"--webhook-cert-secret":       "kalpc-webhook-tls",
-		"--webhook-cert-validity":     "2160h",
-		"--webhook-ca-validity":       "43800h",
-		"--sidecar-image":             "ghcr.io/kalpc/kalpc-sidecar:0.1.0",
-		"--sidecar-image-pull-policy": "IfNotPresent",
-		"--sidecar-cpu-request":       "10m",
-		"--sidecar-memory-request":    "32Mi",
-		"--sidecar-cpu-limit":         "",
-		"--sidecar-memory-limit":      "128Mi",
-		"--sidecar-log-level":         "info",
-		"--sidecar-run-as-user":       "65532",
-		"--sidecar-health-port":       "15980",
-		"--sidecar-metrics-port":      "15981",
-		"--sidecar-cluster-role":      "kalpc-sidecar",
-		"--zap-log-level":             "info",
-		"--zap-encoder":               "json",
+		"--namespace":                   "$(POD_NAMESPACE)",
+		"--leader-elect":                "true",
+		"--leader-election-id":          "kalpc-operator.kalpc.io",
+		"--health-probe-bind-address":   ":8081",
+		"--metrics-bind-address":        ":8443",
+		"--metrics-secure":              "true",
+		"--enable-http2":                "false",
+		"--webhook-port":                "9443",
+		"--webhook-service":             "kalpc-webhook",
+		"--webhook-configuration":       "kalpc-sidecar-injector",
+		"--webhook-cert-provider":       "operator",
+		"--webhook-cert-secret":         "kalpc-webhook-tls",
+		"--webhook-cert-validity":       "2160h",
+		"--webhook-ca-validity":         "43800h",
+		"--webhook-cert-check-interval": "5m",
+		"--sidecar-image":               "ghcr.io/kalpc/kalpc-sidecar:0.1.0",
+		"--sidecar-image-pull-policy":   "IfNotPresent",
+		"--sidecar-cpu-request":         "10m",
+		"--sidecar-memory-request":      "32Mi",
+		"--sidecar-cpu-limit":           "",
+		"--sidecar-memory-limit":        "128Mi",
+		"--sidecar-log-level":           "info",
+		"--sidecar-run-as-user":         "65532",
+		"--sidecar-health-port":         "15980",
+		"--sidecar-metrics-port":        "15981",
+		"--sidecar-cluster-role":        "kalpc-sidecar",
+		"--zap-log-level":               "info",
+		"--zap-encoder":                 "json",
 	}
 	if diff := cmp.Diff(wantArgs, operatorArgs(t, d)); diff != "" {
 		t.Errorf("operator flags (-want +got):\n%s", diff)
@@ -436,7 +437,7 @@ webhook:
 	if args["--webhook-cert-provider"] != "cert-manager" || args["--webhook-cert-dir"] != "/etc/kalpc/webhook-certs" {
 		t.Errorf("operator flags %v", args)
 	}
-	for _, f := range []string{"--webhook-cert-secret", "--webhook-cert-validity", "--webhook-ca-validity"} {
+	for _, f := range []string{"--webhook-cert-secret", "--webhook-cert-validity", "--webhook-ca-validity", "--webhook-cert-check-interval"} {
 		if _, ok := args[f]; ok {
 			t.Errorf("operator gets %s with cert-manager", f)
 		}
@@ -449,14 +450,19 @@ webhook:
 		t.Errorf("volume mounts = %+v", m)
 	}
 
-	// With cert-manager the operator needs neither Secrets nor the webhook
-	// configuration.
+	// With cert-manager the operator needs no Secrets, and reads the webhook
+	// configuration only to make it the owner of its Lease: it may not
+	// change it.
 	cr := get[rbacv1.ClusterRole](t, r, "ClusterRole", "kalpc-operator")
 	role := get[rbacv1.Role](t, r, "Role", "kalpc-operator")
-	for _, g := range append(rbacGrants(cr.Rules), rbacGrants(role.Rules)...) {
-		if strings.Contains(g, "secrets") || strings.Contains(g, "mutatingwebhookconfigurations") {
+	grants := append(rbacGrants(cr.Rules), rbacGrants(role.Rules)...)
+	for _, g := range grants {
+		if strings.Contains(g, "secrets") || (strings.Contains(g, "mutatingwebhookconfigurations") && g != "admissionregistration.k8s.io/mutatingwebhookconfigurations/kalpc-sidecar-injector:get") {
 			t.Errorf("operator is granted %s with cert-manager", g)
 		}
+	}
+	if !slices.Contains(grants, "admissionregistration.k8s.io/mutatingwebhookconfigurations/kalpc-sidecar-injector:get") {
+		t.Errorf("operator may not read its webhook configuration (the Lease's owner) with cert-manager; grants %v", grants)
 	}
 
 	// A given issuer replaces the self-signed one.

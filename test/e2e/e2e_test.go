@@ -9,6 +9,7 @@
 //	make e2e                       # starts the local cluster, tears it down at the end
 //	KEEP_CLUSTER=1 make e2e        # leaves it running (hack/local-cluster/down stops it)
 //	KUBECONFIG=... make e2e        # an existing cluster with the images loaded (LOAD_IMAGES=0)
+//	INSTALL=0 KUBECONFIG=... go test -tags e2e -run TestX ./test/e2e  # iterate without rebuilding and reinstalling
 //
 // Root and Debian are needed for the local cluster; see docs/local-cluster.md.
 package e2e
@@ -29,6 +30,7 @@ import (
 
 const (
 	ns          = "kalpc-demo"
+	releaseNS   = "kalpc-system"
 	sidecarName = "kalpc-sidecar"
 )
 
@@ -66,7 +68,14 @@ func run(m *testing.M) int {
 			}
 		}()
 	}
-	if _, err := script("install-kalpc"); err != nil {
+	// The operator re-reads its certificate Secret every 5 s, so that
+	// TestCertRotation sees a renewal at once (the default is 5 minutes).
+	if os.Getenv("HELM_ARGS") == "" {
+		os.Setenv("HELM_ARGS", "--set webhook.certificate.checkInterval=5s")
+	}
+	if os.Getenv("INSTALL") == "0" {
+		fmt.Fprintln(os.Stderr, "e2e: INSTALL=0: using the kalpc already installed")
+	} else if _, err := script("install-kalpc"); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: hack/local-cluster/install-kalpc:", err)
 		return 1
 	}
@@ -109,22 +118,114 @@ func kcStdin(t *testing.T, stdin string, args ...string) {
 	}
 }
 
-// dump logs what the namespace's pods did, for failures.
+// dump logs, when t failed, what happened in namespace (pods, events, the
+// logs of every container) and in the operator.
 func dump(t *testing.T, namespace string) {
 	t.Helper()
 	if !t.Failed() {
 		return
 	}
-	out, _ := kcErr("-n", namespace, "get", "pods", "-o", "wide")
-	t.Logf("pods in %s:\n%s", namespace, out)
-	out, _ = kcErr("-n", namespace, "logs", "--all-containers", "--prefix", "-l", "kalpc.io/inject=true", "--tail", "50")
-	t.Logf("logs:\n%s", out)
+	for _, n := range []string{namespace, releaseNS} {
+		out, _ := kcErr("-n", n, "get", "pods", "-o", "wide")
+		t.Logf("pods in %s:\n%s", n, out)
+		out, _ = kcErr("-n", n, "get", "events", "--sort-by", ".lastTimestamp")
+		t.Logf("events in %s:\n%s", n, tail(out, 40))
+	}
+	out, _ := kcErr("-n", namespace, "logs", "--all-containers", "--prefix", "--ignore-errors", "-l", "kalpc.io/sidecar=injected", "--tail", "60", "--max-log-requests", "20")
+	t.Logf("logs of the injected pods in %s:\n%s", namespace, out)
+	out, _ = kcErr("-n", releaseNS, "logs", "--all-containers", "--prefix", "--ignore-errors", "-l", "app.kubernetes.io/component=operator", "--tail", "30")
+	t.Logf("operator logs:\n%s", out)
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls cond every half second until it reports done or timeout
+// passes; then it fails the test with what cond last said.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		done, detail := cond()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, detail)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the logs of container "client" of job contain want,
+// and returns them.
+func waitLog(t *testing.T, namespace, job, want string, timeout time.Duration) string {
+	t.Helper()
+	var logs string
+	waitFor(t, fmt.Sprintf("job %s to log %q", job, want), timeout, func() (bool, string) {
+		logs, _ = kcErr("-n", namespace, "logs", "job/"+job, "-c", "client")
+		return strings.Contains(logs, want), tail(logs, 5)
+	})
+	return logs
+}
+
+// waitJob waits for job to complete (or fail: the test fails) and returns
+// the logs of its "client" container.
+func waitJob(t *testing.T, namespace, job string, timeout time.Duration) string {
+	t.Helper()
+	var status string
+	waitFor(t, "job "+job+" to finish", timeout, func() (bool, string) {
+		out, _ := kcErr("-n", namespace, "get", "job", job, "-o", "jsonpath={.status.succeeded}/{.status.failed}")
+		status = strings.TrimSpace(out)
+		return strings.HasPrefix(status, "1/") || strings.HasSuffix(status, "/1"), "succeeded/failed " + status
+	})
+	logs := kc(t, "-n", namespace, "logs", "job/"+job, "-c", "client")
+	if !strings.HasPrefix(status, "1/") {
+		t.Fatalf("job %s failed:\n%s", job, logs)
+	}
+	return logs
+}
+
+// clientJob creates a Job running the k8s-echo image with args as the
+// echo-client ServiceAccount, injected, in namespace.
+func clientJob(t *testing.T, namespace, name string, args ...string) {
+	t.Helper()
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = fmt.Sprintf("%q", a)
+	}
+	_, _ = kcErr("-n", namespace, "delete", "job", name, "--ignore-not-found", "--wait")
+	kcStdin(t, fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  backoffLimit: 0
+  template:
+    metadata:
+      labels: {app: %[2]s, kalpc.io/inject: "true"}
+    spec:
+      serviceAccountName: echo-client
+      restartPolicy: Never
+      containers:
+      - name: client
+        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
+        imagePullPolicy: Never
+        args: [%[3]s]
+`, namespace, name, strings.Join(quoted, ", ")), "apply", "-f", "-")
 }
 
 type pod struct {
 	Metadata struct {
-		Name   string            `json:"name"`
-		Labels map[string]string `json:"labels"`
+		Name              string            `json:"name"`
+		UID               string            `json:"uid"`
+		Labels            map[string]string `json:"labels"`
+		DeletionTimestamp *string           `json:"deletionTimestamp"`
 	} `json:"metadata"`
 	Spec struct {
 		InitContainers []struct {
@@ -153,6 +254,19 @@ func pods(t *testing.T, namespace, selector string) []pod {
 	return list.Items
 }
 
+// livePods returns the pods of selector that are not being deleted (a
+// rollout's old pod may still be terminating).
+func livePods(t *testing.T, namespace, selector string) []pod {
+	t.Helper()
+	var live []pod
+	for _, p := range pods(t, namespace, selector) {
+		if p.Metadata.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
 // applyEcho applies examples/k8s-echo with a fresh server pod (images are
 // rebuilt under the same tag) and then a fresh client Job.
 func applyEcho(t *testing.T) {
@@ -164,180 +278,4 @@ func applyEcho(t *testing.T) {
 	kc(t, "-n", ns, "rollout", "restart", "deployment/echo-server")
 	kc(t, "-n", ns, "rollout", "status", "deployment/echo-server", "--timeout", "120s")
 	kc(t, "apply", "-f", manifest)
-}
-
-// TestEcho runs the example: the server Deployment and the client Job, both
-// injected, exchange inline, section-sized and callback messages verified by
-// content, from separate network namespaces.
-func TestEcho(t *testing.T) {
-	applyEcho(t)
-	defer dump(t, ns)
-	if out, err := kcErr("-n", ns, "wait", "--for=condition=complete", "job/echo-client", "--timeout", "120s"); err != nil {
-		t.Fatalf("client Job did not complete: %v\n%s", err, out)
-	}
-	logs := kc(t, "-n", ns, "logs", "job/echo-client", "-c", "client")
-	t.Logf("client:\n%s", logs)
-	for _, want := range []string{
-		"PASS inline:", "PASS section request:", "PASS section reply:", "PASS callback:",
-		"PASS separate network namespaces:", "k8s-echo: all checks passed",
-	} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("client log lacks %q", want)
-		}
-	}
-	if strings.Contains(logs, "FAIL") {
-		t.Errorf("a check failed")
-	}
-	serverLogs := kc(t, "-n", ns, "logs", "deployment/echo-server", "-c", "server")
-	if !strings.Contains(serverLogs, "from verified peer "+ns+"/echo-client-") || !strings.Contains(serverLogs, "serviceaccount echo-client") {
-		t.Errorf("server did not log the client's verified identity:\n%s", serverLogs)
-	}
-
-	// Injection is present in the pods the kubelet runs, as a native sidecar.
-	ips := map[string]bool{}
-	for _, sel := range []string{"app=echo-server", "app=echo-client"} {
-		ps := pods(t, ns, sel)
-		if len(ps) == 0 {
-			t.Fatalf("no pod for %s", sel)
-		}
-		p := ps[0]
-		found := false
-		for _, c := range p.Spec.InitContainers {
-			if c.Name == sidecarName && c.RestartPolicy != nil && *c.RestartPolicy == "Always" {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("pod %s has no native %s init container", p.Metadata.Name, sidecarName)
-		}
-		started := false
-		for _, s := range p.Status.InitContainerStatuses {
-			if s.Name == sidecarName && s.Started != nil && *s.Started {
-				started = true
-			}
-		}
-		if !started && sel == "app=echo-server" {
-			t.Errorf("the sidecar of %s has not started", p.Metadata.Name)
-		}
-		if p.Status.PodIP == "" || ips[p.Status.PodIP] {
-			t.Errorf("pod %s: IP %q not its own", p.Metadata.Name, p.Status.PodIP)
-		}
-		ips[p.Status.PodIP] = true
-	}
-
-	// The port's status counts the server.
-	out := kc(t, "-n", ns, "get", "cport", "echo", "-o", "jsonpath={.status.readyServers}")
-	if strings.TrimSpace(out) != "1" {
-		t.Errorf("ConnectionPort echo readyServers = %q, want 1", out)
-	}
-}
-
-// TestRefusedNamespace runs the client from a namespace the port does not
-// allow: the sidecars refuse the connection.
-func TestRefusedNamespace(t *testing.T) {
-	applyEcho(t)
-	const other = "kalpc-e2e-other"
-	defer dump(t, other)
-	kcStdin(t, fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata:
-  name: %[1]s
-  labels: {pod-security.kubernetes.io/enforce: privileged}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: echo-client, namespace: %[1]s}
----
-apiVersion: batch/v1
-kind: Job
-metadata: {name: intruder, namespace: %[1]s}
-spec:
-  backoffLimit: 0
-  template:
-    metadata:
-      labels: {app: intruder, kalpc.io/inject: "true"}
-    spec:
-      serviceAccountName: echo-client
-      restartPolicy: Never
-      containers:
-      - name: client
-        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
-        imagePullPolicy: Never
-        args: [client, -port, %[2]s/echo, -retry, 5s]
-`, other, ns), "apply", "-f", "-")
-	defer func() { _, _ = kcErr("delete", "namespace", other, "--wait=false") }()
-	if out, err := kcErr("-n", other, "wait", "--for=condition=failed", "job/intruder", "--timeout", "120s"); err != nil {
-		t.Fatalf("the intruder Job did not fail: %v\n%s", err, out)
-	}
-	logs := kc(t, "-n", other, "logs", "job/intruder", "-c", "client")
-	t.Logf("intruder:\n%s", logs)
-	if !strings.Contains(logs, "access to the connection port denied") {
-		t.Errorf("the intruder was not refused with access denied")
-	}
-}
-
-// TestServerKilled kills the server pod under a connected client: the
-// client sees peer-closed at once, the port's status follows, and the
-// Deployment's new server pod serves new connections.
-func TestServerKilled(t *testing.T) {
-	applyEcho(t)
-	defer dump(t, ns)
-	kcStdin(t, fmt.Sprintf(`apiVersion: batch/v1
-kind: Job
-metadata: {name: holder, namespace: %s}
-spec:
-  backoffLimit: 0
-  template:
-    metadata:
-      labels: {app: holder, kalpc.io/inject: "true"}
-    spec:
-      serviceAccountName: echo-client
-      restartPolicy: Never
-      containers:
-      - name: client
-        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
-        imagePullPolicy: Never
-        args: [client, -port, echo, -hold]
-`, ns), "apply", "-f", "-")
-	// Connected and checked: then kill the server.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		logs, _ := kcErr("-n", ns, "logs", "job/holder", "-c", "client")
-		if strings.Contains(logs, "holding the connection") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the holder never connected:\n%s", logs)
-		}
-		time.Sleep(time.Second)
-	}
-	killed := time.Now()
-	kc(t, "-n", ns, "delete", "pod", "-l", "app=echo-server", "--grace-period=0", "--force", "--wait=false")
-	if out, err := kcErr("-n", ns, "wait", "--for=condition=complete", "job/holder", "--timeout", "60s"); err != nil {
-		t.Fatalf("the holder did not end: %v\n%s", err, out)
-	}
-	logs := kc(t, "-n", ns, "logs", "job/holder", "-c", "client")
-	t.Logf("holder (server killed at %s):\n%s", killed.Format("15:04:05.000"), logs)
-	if !strings.Contains(logs, "PASS peer closed: alpc: peer closed the connection") {
-		t.Errorf("the client did not see peer-closed")
-	}
-
-	// A new server pod comes up and new clients connect to it.
-	kc(t, "-n", ns, "rollout", "status", "deployment/echo-server", "--timeout", "120s")
-	_, _ = kcErr("-n", ns, "delete", "job", "echo-client", "--wait")
-	kc(t, "apply", "-f", filepath.Join(root, "examples", "k8s-echo", "k8s-echo.yaml"))
-	if out, err := kcErr("-n", ns, "wait", "--for=condition=complete", "job/echo-client", "--timeout", "120s"); err != nil {
-		t.Fatalf("a new client could not talk to the new server: %v\n%s", err, out)
-	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		out := kc(t, "-n", ns, "get", "cport", "echo", "-o", "jsonpath={.status.readyServers}")
-		if strings.TrimSpace(out) == "1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ConnectionPort echo readyServers = %q after the new server started, want 1", out)
-		}
-		time.Sleep(time.Second)
-	}
 }

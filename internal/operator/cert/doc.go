@@ -9,7 +9,10 @@
 // while a replaced CA is still valid). Every operator replica runs a Rotator:
 // replicas share the Secret through optimistic concurrency (a create or
 // update that loses a race is retried from a fresh read), so no leader is
-// needed and every replica serves the same certificate.
+// needed and every replica serves the same certificate. The Secret is owned
+// (metadata.ownerReferences) by the MutatingWebhookConfiguration it serves,
+// so Kubernetes' garbage collector deletes it with the configuration (helm
+// uninstall), whether or not the operator still runs.
 //
 // # Rotation
 //

@@ -12,6 +12,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -177,10 +178,18 @@ func (r *Rotator) ReadyCheck(*http.Request) error {
 
 // Sync makes one pass: it creates or renews the CA and the serving
 // certificate as needed, puts the CA bundle into the webhook configuration,
-// and then serves the certificate.
+// and then serves the certificate. The Secret is owned by the webhook
+// configuration, so that deleting the configuration (helm uninstall) lets
+// Kubernetes' garbage collector delete the Secret.
 func (r *Rotator) Sync(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("cert-rotator")
 	now := r.opts.Now()
+
+	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := r.reader.Get(ctx, client.ObjectKey{Name: r.opts.WebhookConfigurationName}, cfg); err != nil {
+		return fmt.Errorf("failed to get MutatingWebhookConfiguration %q: %w", r.opts.WebhookConfigurationName, err)
+	}
+	owner := OwnerReference(cfg)
 
 	secret := &corev1.Secret{}
 	err := r.reader.Get(ctx, r.opts.Secret, secret)
@@ -193,16 +202,20 @@ func (r *Rotator) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if changed {
+	owners := WithOwner(secret.OwnerReferences, owner)
+	ownerChanged := !equality.Semantic.DeepEqual(secret.OwnerReferences, owners)
+	if changed || ownerChanged {
 		secret.Data = data
 		secret.Type = corev1.SecretTypeTLS
+		secret.OwnerReferences = owners
 		if exists {
 			err = r.client.Update(ctx, secret)
 		} else {
 			secret.ObjectMeta = metav1.ObjectMeta{
-				Name:      r.opts.Secret.Name,
-				Namespace: r.opts.Secret.Namespace,
-				Labels:    map[string]string{"app.kubernetes.io/managed-by": "kalpc-operator"},
+				Name:            r.opts.Secret.Name,
+				Namespace:       r.opts.Secret.Namespace,
+				Labels:          map[string]string{"app.kubernetes.io/managed-by": "kalpc-operator"},
+				OwnerReferences: owners,
 			}
 			err = r.client.Create(ctx, secret)
 		}
@@ -211,11 +224,15 @@ func (r *Rotator) Sync(ctx context.Context) error {
 			// reads what it wrote.
 			return fmt.Errorf("failed to write certificate secret %s: %w", r.opts.Secret, err)
 		}
-		log.Info("Wrote webhook certificate", "secret", r.opts.Secret, "notAfter", mustNotAfter(data[KeyCert]))
+		if changed {
+			log.Info("Wrote webhook certificate", "secret", r.opts.Secret, "notAfter", mustNotAfter(data[KeyCert]))
+		} else {
+			log.Info("Set the owner of the webhook certificate secret", "secret", r.opts.Secret, "owner", owner.Name)
+		}
 	}
 
 	bundle := append(bytes.Clone(data[KeyCACert]), data[KeyPreviousCACert]...)
-	if err := r.injectCABundle(ctx, bundle); err != nil {
+	if err := r.injectCABundle(ctx, cfg, bundle); err != nil {
 		return err
 	}
 
@@ -228,6 +245,31 @@ func (r *Rotator) Sync(ctx context.Context) error {
 		certificateExpiry.Set(float64(serving.Leaf.NotAfter.Unix()))
 	}
 	return nil
+}
+
+// OwnerReference returns a reference to the webhook configuration as the
+// owner of objects the operator creates for it.
+func OwnerReference(cfg *admissionregistrationv1.MutatingWebhookConfiguration) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion: admissionregistrationv1.SchemeGroupVersion.String(),
+		Kind:       "MutatingWebhookConfiguration",
+		Name:       cfg.Name,
+		UID:        cfg.UID,
+	}
+}
+
+// WithOwner returns refs with owner in place of any reference to an object
+// of the same kind and name (one deleted and created again has a new UID),
+// or added.
+func WithOwner(refs []metav1.OwnerReference, owner metav1.OwnerReference) []metav1.OwnerReference {
+	out := make([]metav1.OwnerReference, 0, len(refs)+1)
+	for _, ref := range refs {
+		if ref.APIVersion == owner.APIVersion && ref.Kind == owner.Kind && ref.Name == owner.Name {
+			continue
+		}
+		out = append(out, ref)
+	}
+	return append(out, owner)
 }
 
 // renew returns the Secret data with a valid CA and serving certificate,
@@ -272,13 +314,8 @@ func (r *Rotator) renew(data map[string][]byte, now time.Time) (map[string][]byt
 	return out, changed, nil
 }
 
-// injectCABundle sets bundle as the caBundle of every webhook of the
-// configuration.
-func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) error {
-	cfg := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := r.reader.Get(ctx, client.ObjectKey{Name: r.opts.WebhookConfigurationName}, cfg); err != nil {
-		return fmt.Errorf("failed to get MutatingWebhookConfiguration %q: %w", r.opts.WebhookConfigurationName, err)
-	}
+// injectCABundle sets bundle as the caBundle of every webhook of cfg.
+func (r *Rotator) injectCABundle(ctx context.Context, cfg *admissionregistrationv1.MutatingWebhookConfiguration, bundle []byte) error {
 	changed := false
 	for i := range cfg.Webhooks {
 		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {

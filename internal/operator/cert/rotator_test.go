@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -334,4 +335,45 @@ func mustDER(t *testing.T, certPEM []byte) []byte {
 		t.Fatal(err)
 	}
 	return c.Raw
+}
+
+// TestSecretOwnedByWebhookConfiguration checks that the certificate Secret
+// is owned by the webhook configuration, so that the garbage collector
+// deletes it with the configuration (envtest has none: test/e2e checks the
+// collection), and that a Secret without that owner (made by an older
+// operator, or edited) gets it without a new certificate.
+func TestSecretOwnedByWebhookConfiguration(t *testing.T) {
+	const (
+		secretName = "owned-tls"
+		mwcName    = "owned-webhook"
+	)
+	installWebhookConfiguration(t, mwcName, "")
+	r := newRotator(t, secretName, mwcName, []string{"kalpc-webhook.kalpc-system.svc"}, newClock())
+	if err := r.Sync(t.Context()); err != nil {
+		t.Fatalf("Sync() = %v", err)
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := k8s.Get(t.Context(), client.ObjectKey{Name: mwcName}, mwc); err != nil {
+		t.Fatal(err)
+	}
+	want := []metav1.OwnerReference{{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration", Name: mwcName, UID: mwc.UID}}
+	secret, _ := state(t, secretName, mwcName)
+	if diff := cmp.Diff(want, secret.OwnerReferences); diff != "" {
+		t.Fatalf("owner references (-want +got):\n%s", diff)
+	}
+
+	secret.OwnerReferences = nil
+	if err := k8s.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(t.Context()); err != nil {
+		t.Fatalf("Sync() = %v", err)
+	}
+	again, _ := state(t, secretName, mwcName)
+	if diff := cmp.Diff(want, again.OwnerReferences); diff != "" {
+		t.Errorf("owner references after they were removed (-want +got):\n%s", diff)
+	}
+	if string(again.Data[KeyCert]) != string(secret.Data[KeyCert]) {
+		t.Errorf("the certificate changed although only the owner was missing")
+	}
 }

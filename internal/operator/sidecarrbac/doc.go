@@ -18,6 +18,13 @@
 //
 // # Cleanup
 //
+// Every binding is owned (metadata.ownerReferences) by the ClusterRole it
+// binds, so that deleting that ClusterRole (helm uninstall) makes
+// Kubernetes' garbage collector delete the bindings, whether or not the
+// operator still runs. The Reconciler creates no binding while the
+// ClusterRole is missing, and gives a binding of a recreated ClusterRole
+// its new owner.
+//
 // When the last injected pod of a ServiceAccount goes away the account is
 // removed from the subjects; when no injected pod is left, or the namespace
 // is deleted, the binding is deleted. Bindings carry the labels

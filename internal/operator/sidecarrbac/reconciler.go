@@ -28,7 +28,7 @@ const ControllerName = "sidecar-rbac"
 const ManagedByValue = "kalpc-operator"
 
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=kalpc-sidecar
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=get;bind,resourceNames=kalpc-sidecar
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
@@ -39,9 +39,14 @@ type Reconciler struct {
 	// and writes bindings.
 	Client client.Client
 
-	// ClusterRoleName is the ClusterRole the bindings refer to. Defaults to
-	// sidecarrole.Name.
+	// ClusterRoleName is the ClusterRole the bindings refer to, and their
+	// owner. Defaults to sidecarrole.Name.
 	ClusterRoleName string
+
+	// Reader reads the ClusterRole, by name and without a cache (the
+	// operator may get only that one ClusterRole). Defaults to the
+	// manager's APIReader.
+	Reader client.Reader
 }
 
 var _ reconcile.Reconciler = &Reconciler{}
@@ -56,6 +61,9 @@ func BindingName(namespace string) string {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.ClusterRoleName == "" {
 		r.ClusterRoleName = sidecarrole.Name
+	}
+	if r.Reader == nil {
+		r.Reader = mgr.GetAPIReader()
 	}
 	byNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: obj.GetNamespace()}}}
@@ -108,7 +116,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, nil
 	}
 
-	want := r.binding(namespace, accounts)
+	owner, err := r.owner(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	want := r.binding(namespace, accounts, owner)
 	if !exists {
 		if err := r.Client.Create(ctx, want); err != nil {
 			return reconcile.Result{}, fmt.Errorf("failed to create ClusterRoleBinding: %w", err)
@@ -125,11 +137,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		log.Info("Deleted sidecar ClusterRoleBinding with an outdated roleRef", "roleRef", current.RoleRef.Name)
 		return reconcile.Result{}, nil
 	}
-	if equality.Semantic.DeepEqual(current.Subjects, want.Subjects) && labelsContain(current.Labels, want.Labels) {
+	owners := withOwner(current.OwnerReferences, owner)
+	if equality.Semantic.DeepEqual(current.Subjects, want.Subjects) && labelsContain(current.Labels, want.Labels) &&
+		equality.Semantic.DeepEqual(current.OwnerReferences, owners) {
 		return reconcile.Result{}, nil
 	}
 	patch := client.MergeFromWithOptions(current.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	current.Subjects = want.Subjects
+	current.OwnerReferences = owners
 	if current.Labels == nil {
 		current.Labels = map[string]string{}
 	}
@@ -177,8 +192,43 @@ func (r *Reconciler) serviceAccounts(ctx context.Context, namespace string) ([]s
 	return slices.Compact(accounts), nil
 }
 
-// binding returns the desired ClusterRoleBinding for namespace's accounts.
-func (r *Reconciler) binding(namespace string, accounts []string) *rbacv1.ClusterRoleBinding {
+// owner returns the owner reference of the bindings: the ClusterRole they
+// bind. When the ClusterRole is deleted (helm uninstall), Kubernetes' garbage
+// collector deletes every binding the Reconciler made, even with the
+// operator gone.
+func (r *Reconciler) owner(ctx context.Context) (metav1.OwnerReference, error) {
+	role := &rbacv1.ClusterRole{}
+	if err := r.Reader.Get(ctx, client.ObjectKey{Name: r.ClusterRoleName}, role); err != nil {
+		if apierrors.IsNotFound(err) {
+			return metav1.OwnerReference{}, fmt.Errorf("the sidecar ClusterRole %q does not exist (it comes with the chart): not binding it: %w", r.ClusterRoleName, err)
+		}
+		return metav1.OwnerReference{}, fmt.Errorf("failed to get the sidecar ClusterRole %q: %w", r.ClusterRoleName, err)
+	}
+	return metav1.OwnerReference{
+		APIVersion: rbacv1.SchemeGroupVersion.String(),
+		Kind:       "ClusterRole",
+		Name:       role.Name,
+		UID:        role.UID,
+	}, nil
+}
+
+// withOwner returns refs with owner in place of any reference to an object
+// of the same kind and name (a ClusterRole deleted and created again has a
+// new UID), or added.
+func withOwner(refs []metav1.OwnerReference, owner metav1.OwnerReference) []metav1.OwnerReference {
+	out := make([]metav1.OwnerReference, 0, len(refs)+1)
+	for _, ref := range refs {
+		if ref.APIVersion == owner.APIVersion && ref.Kind == owner.Kind && ref.Name == owner.Name {
+			continue
+		}
+		out = append(out, ref)
+	}
+	return append(out, owner)
+}
+
+// binding returns the desired ClusterRoleBinding for namespace's accounts,
+// owned by owner.
+func (r *Reconciler) binding(namespace string, accounts []string, owner metav1.OwnerReference) *rbacv1.ClusterRoleBinding {
 	crb := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: BindingName(namespace),
@@ -186,6 +236,7 @@ func (r *Reconciler) binding(namespace string, accounts []string) *rbacv1.Cluste
 				kalpcv1alpha1.LabelManagedBy:     ManagedByValue,
 				kalpcv1alpha1.LabelRBACNamespace: namespace,
 			},
+			OwnerReferences: []metav1.OwnerReference{owner},
 		},
 		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: r.ClusterRoleName},
 	}

@@ -2,6 +2,7 @@ package sidecarrbac_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/operator/inject"
@@ -120,6 +122,49 @@ func TestOrphanedBindingIsDeleted(t *testing.T) {
 	}
 	g.Expect(k8s.Create(t.Context(), orphan)).To(Succeed())
 	expectNoBinding(t, "gone")
+}
+
+// TestBindingsOwnedByClusterRole checks that every binding is owned by the
+// sidecar ClusterRole, so that deleting the ClusterRole (helm uninstall)
+// lets Kubernetes' garbage collector delete the bindings. envtest runs no
+// garbage collector: test/e2e checks the collection itself.
+func TestBindingsOwnedByClusterRole(t *testing.T) {
+	g := NewWithT(t)
+	ctx := t.Context()
+	ns := newNamespace(t)
+	pod(t, ns, "a", "server-sa", true)
+	expectSubjects(t, ns, "server-sa")
+
+	role := &rbacv1.ClusterRole{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: "kalpc-sidecar"}, role)).To(Succeed())
+	want := []metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: "kalpc-sidecar", UID: role.UID}}
+	owners := func(g Gomega) []metav1.OwnerReference {
+		crb := &rbacv1.ClusterRoleBinding{}
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Name: sidecarrbac.BindingName(ns)}, crb)).To(Succeed())
+		return crb.OwnerReferences
+	}
+	g.Expect(owners(g)).To(Equal(want))
+
+	// A binding that lost its owner reference (removed by hand, or made by
+	// an operator before owner references) gets it back.
+	crb := &rbacv1.ClusterRoleBinding{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: sidecarrbac.BindingName(ns)}, crb)).To(Succeed())
+	patch := client.MergeFrom(crb.DeepCopy())
+	crb.OwnerReferences = []metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: "kalpc-sidecar", UID: "0000-stale"}}
+	g.Expect(k8s.Patch(ctx, crb, patch)).To(Succeed())
+	g.Eventually(owners).WithTimeout(timeout).WithPolling(interval).Should(Equal(want))
+}
+
+// TestNoBindingWithoutClusterRole checks that a Reconciler whose
+// ClusterRole does not exist binds nothing and says why.
+func TestNoBindingWithoutClusterRole(t *testing.T) {
+	ns := newNamespace(t)
+	pod(t, ns, "a", "server-sa", true)
+	r := &sidecarrbac.Reconciler{Client: k8s, Reader: k8s, ClusterRoleName: "kalpc-sidecar-missing"}
+	_, err := r.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKey{Name: ns}})
+	if err == nil || !strings.Contains(err.Error(), `the sidecar ClusterRole "kalpc-sidecar-missing" does not exist`) {
+		t.Fatalf("Reconcile without the ClusterRole: %v", err)
+	}
 }
 
 func newNamespace(t *testing.T) string {
