@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -46,6 +47,7 @@ type podApp struct {
 	incoming []map[string]string
 	port     *alpc.Port
 	publish  context.CancelFunc
+	deaf     []*net.UnixConn // control connections of publish-deaf
 }
 
 // runPod is the main function of a pod process.
@@ -305,6 +307,35 @@ func (p *podApp) do(args []string) map[string]any {
 			return errResult(err)
 		}
 		p.publish = stop
+		return map[string]any{"ok": true}
+	case "publish-deaf":
+		// A server application that publishes and then stops receiving
+		// from its sidecar (its control socket shut for reading), as an
+		// application does in the instant it exits: the sidecar still has
+		// the publication but cannot deliver to it.
+		sc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: os.Getenv(alpc.EnvSocket), Net: "unixpacket"})
+		if err != nil {
+			return errResult(err)
+		}
+		if err := ctl.Write(sc, &ctl.Message{Type: ctl.TypePublish, Name: args[1]}, nil); err != nil {
+			_ = sc.Close()
+			return errResult(err)
+		}
+		m, f, err := ctl.Read(sc)
+		if f != nil {
+			_ = f.Close()
+		}
+		if err != nil || m.Type != ctl.TypePublished {
+			_ = sc.Close()
+			return map[string]any{"ok": false, "error": fmt.Sprintf("publish: %v %v", m, err)}
+		}
+		if err := sc.CloseRead(); err != nil {
+			_ = sc.Close()
+			return errResult(err)
+		}
+		p.mu.Lock()
+		p.deaf = append(p.deaf, sc)
+		p.mu.Unlock()
 		return map[string]any{"ok": true}
 	case "unpublish":
 		if p.publish == nil {

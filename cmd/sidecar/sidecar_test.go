@@ -5,6 +5,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -262,4 +264,49 @@ func eventually(t *testing.T, f func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestServerGoingAway covers a server application that can no longer take
+// requests while its sidecar still has its publication (the instant a
+// server exits during a rolling update): a client is brokered to another
+// server of the port, never refused because it drew the dying one, and
+// with no other server it gets ErrNoServer, the error that says "retry".
+func TestServerGoingAway(t *testing.T) {
+	c := newCluster(t)
+	c.port("roll", echoPortSpec("client"))
+	dying := c.newPod("dying", "server", map[string]string{"app": "echo"})
+	live := c.newPod("live", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+
+	dying.must("publish-deaf roll")
+	live.must("publish roll")
+	before := len(incoming(t, live))
+	// Round robin over two endpoints: within four connects the dying one
+	// is drawn at least once.
+	for i := range 4 {
+		if r := client.must("connect %s/roll n%d", c.ns, i); r["reply"] != fmt.Sprintf("welcome n%d", i) {
+			t.Fatalf("connect %d: %v", i, r)
+		}
+	}
+	if got := len(incoming(t, live)) - before; got != 4 {
+		t.Fatalf("the live server saw %d of 4 connection requests", got)
+	}
+	// The dying publication is gone once found dead: its endpoint is
+	// removed from the node directory.
+	endpoint := nodedir.Dir{Root: c.nodeDir}.EndpointPath(c.ns, "roll", dying.uid)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(endpoint); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dying server's endpoint %s is still there", endpoint)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Only a dying server left: a clear, retryable "no server".
+	dying.must("publish-deaf roll")
+	live.must("unpublish")
+	client.fails("no_server", "connect %s/roll alone", c.ns)
 }

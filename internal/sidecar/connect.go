@@ -84,6 +84,11 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 			continue
 		case errors.Is(err, errEndpointGone):
 			continue
+		case codeOf(err) == ctl.CodeNoServer:
+			// That server is being unpublished or its application went
+			// away (a rolling update): another server may take us.
+			s.log.Debug("server endpoint going away; trying the next", "port", key, "podUID", uid, "error", err)
+			continue
 		case err != nil:
 			return server, err
 		}

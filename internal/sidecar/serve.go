@@ -298,8 +298,14 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 	}
 	peer := ctl.Identity{Namespace: client.Namespace, ServiceAccount: client.ServiceAccount, PodName: client.PodName, PodUID: client.PodUID}
 	if err := p.write(&ctl.Message{Type: ctl.TypeIncoming, ID: id, Peer: peer, Payload: m.Payload}, nil); err != nil {
+		// The application no longer takes requests (typically: it is
+		// exiting, and this sidecar has not yet read the end of its
+		// control connection). The publication is dead: unpublish at once
+		// so that no other client draws it, and say "no server" so that
+		// the client's sidecar tries the port's other servers.
 		forget()
-		return client, refuse(ctl.CodeUnavailable, "cannot deliver the request to the server application: %w", err)
+		p.close()
+		return client, refuse(ctl.CodeNoServer, "the server application of %s went away: %w", p.key, err)
 	}
 	answerCtx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
 	defer cancel()
