@@ -67,7 +67,7 @@ func Start(options ...func(*envtest.Environment)) (*Env, error) {
 	for _, o := range options {
 		o(e.Environment)
 	}
-	cfg, err := e.Environment.Start()
+	cfg, err := e.Start()
 	if err != nil {
 		return nil, fmt.Errorf("failed to start envtest (set KUBEBUILDER_ASSETS=$(hack/envtest-bins.sh)): %w", err)
 	}
