@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +95,10 @@ type Conn struct {
 	regions map[uint64]*RemoteRegion
 	err     error // why the Conn ended; set once
 
+	// rd is how the socket is read: the primary and spare readers (see
+	// reader.go).
+	rd reader
+
 	done       chan struct{}
 	readerDone chan struct{}
 	closed     atomic.Bool
@@ -152,7 +155,9 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		out:        newOutPool(lim.sendSections),
 		in:         newInPool(lim.recvSections),
 	}
-	go c.readLoop()
+	c.rd.init(lim.recvInline)
+	rfd, _ := c.sock.Acquire() // a new socket: cannot fail
+	go c.readLoop(rfd)
 	return c
 }
 
@@ -531,54 +536,6 @@ func (c *Conn) waitWritable(ctx context.Context, fd int) error {
 	}
 }
 
-// readLoop receives every message of the connection. It never blocks on
-// anything but recvmsg: handlers run in their own goroutines.
-func (c *Conn) readLoop() {
-	defer close(c.readerDone)
-	fd, err := c.sock.Acquire()
-	if err != nil {
-		return
-	}
-	defer c.sock.Release()
-	buf := make([]byte, wire.HeaderSize+c.lim.recvInline)
-	oob := make([]byte, sys.OOBSpace(wire.MaxFDs))
-	for {
-		n, oobn, rflags, err := sys.Recvmsg(fd, buf, oob, sys.MsgCmsgCloexec)
-		if err != nil {
-			switch {
-			case errors.Is(err, sys.EINTR):
-				continue
-			case errors.Is(err, sys.EAGAIN):
-				// A socket handed over in non-blocking mode.
-				if werr := sys.WaitFD(context.Background(), fd, sys.PollIn); werr != nil {
-					c.fail(fmt.Errorf("alpc: receive: %w", werr))
-					return
-				}
-				continue
-			case errors.Is(err, sys.ECONNRESET):
-				c.fail(ErrPeerClosed)
-			default:
-				c.fail(fmt.Errorf("alpc: receive: %w", err))
-			}
-			return
-		}
-		fds, ferr := sys.ParseRights(oob[:oobn])
-		if n == 0 && len(fds) == 0 && ferr == nil {
-			c.fail(ErrPeerClosed)
-			return
-		}
-		if err := c.receive(buf[:n], fds, ferr, rflags); err != nil {
-			c.fail(err)
-			return
-		}
-		// Let the goroutine we just made runnable (a caller or a handler)
-		// run on this P before we block in recvmsg again: a blocked
-		// system call keeps its P, and the woken goroutine would otherwise
-		// wait for another thread to steal it.
-		runtime.Gosched()
-	}
-}
-
 // receive validates and dispatches one datagram. It owns fds: each is
 // closed unless handed on.
 func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
@@ -731,6 +688,11 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 	c.inflight++
 	c.mu.Unlock()
 	if start {
+		if c.rd.mayInline {
+			// The primary reader runs it itself (see serveInline).
+			c.rd.inline = req
+			return nil
+		}
 		if !oneWay {
 			select {
 			case c.idle <- req: // an idle worker takes it, with its grown stack
@@ -738,14 +700,15 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 			default:
 			}
 		}
-		go c.serve(req)
+		go c.serve(req, true)
 	}
 	return nil
 }
 
 // serve runs req's handler, answers it, then keeps serving queued requests
-// of the same kind (calls or one-way messages).
-func (c *Conn) serve(req *Request) {
+// of the same kind (calls or one-way messages). A call worker with nothing
+// left to do waits for the next call if park is set (see nextCall).
+func (c *Conn) serve(req *Request, park bool) {
 	for req != nil {
 		resp, herr := c.invoke(req)
 		req.finish()
@@ -783,21 +746,21 @@ func (c *Conn) serve(req *Request) {
 		// that does not read its answers cannot make us start more
 		// handlers (and hold more answers) than MaxConcurrentHandlers;
 		// what it sends meanwhile queues within its request window.
-		req = c.nextCall()
+		req = c.nextCall(park)
 	}
 }
 
 // nextCall returns the next queued call for a worker whose answer is
-// written; if there is none, the worker gives up its handler slot and
-// waits as an idle worker (or returns nil).
-func (c *Conn) nextCall() *Request {
+// written; if there is none, the worker gives up its handler slot and, if
+// park is set, waits as an idle worker (or returns nil).
+func (c *Conn) nextCall(park bool) *Request {
 	c.mu.Lock()
 	if next := c.callQueue.pop(); next != nil {
 		c.mu.Unlock()
 		return next
 	}
 	c.running--
-	if c.idleWorkers >= maxIdleWorkers || c.err != nil {
+	if !park || c.idleWorkers >= maxIdleWorkers || c.err != nil {
 		c.mu.Unlock()
 		return nil
 	}

@@ -1,6 +1,6 @@
 // Package sys is the only importer of golang.org/x/sys/unix in pkg/alpc: it
 // wraps the few Linux system calls the library needs (SOCK_SEQPACKET sockets,
-// sendmsg/recvmsg with SCM_RIGHTS, poll, eventfd, flock) and provides
+// sendmsg/recvmsg with SCM_RIGHTS, poll, epoll, eventfd, flock) and provides
 // [Socket], a file descriptor that is closed exactly once, after every
 // system call that uses it has returned.
 //
