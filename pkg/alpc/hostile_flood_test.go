@@ -306,13 +306,16 @@ func TestHostileConnectionFlood(t *testing.T) {
 	t.Logf("flood: %s (%v); a new client connected in %v; peak %d fds (baseline %d), %d goroutines (baseline %d)",
 		result, elapsed.Round(time.Millisecond), dialTime.Round(time.Millisecond), maxFDs, baseFDs, maxGors, baseGors)
 	// A connection in its handshake holds its socket, and one eventfd while
-	// it waits; goroutines: one per handshake. Everything else waits in the
-	// kernel's backlog, in the flooder's account.
+	// it waits; goroutines: one per handshake, and for a moment a second
+	// one when its timeout fires (the context's AfterFunc that wakes it: on
+	// a loaded machine many fire together). Everything else waits in the
+	// kernel's backlog, in the flooder's account. The bounds do not grow
+	// with the flood's 10,000 connections.
 	if limit := baseFDs + 2*maxPending + 32; maxFDs > limit {
 		t.Errorf("descriptors peaked at %d during the flood; bound %d (baseline %d + 2 x MaxPendingConnections)", maxFDs, limit, baseFDs)
 	}
-	if limit := baseGors + maxPending + 32; maxGors > limit {
-		t.Errorf("goroutines peaked at %d during the flood; bound %d (baseline %d + MaxPendingConnections)", maxGors, limit, baseGors)
+	if limit := baseGors + 2*maxPending + 32; maxGors > limit {
+		t.Errorf("goroutines peaked at %d during the flood; bound %d (baseline %d + 2 x MaxPendingConnections)", maxGors, limit, baseGors)
 	}
 	// The flooder exits once it has written its result; its connections
 	// close and the port returns to its baseline (checked for descriptors
