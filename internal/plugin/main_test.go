@@ -2,7 +2,6 @@ package plugin_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -97,13 +96,7 @@ func mustRun(t *testing.T, args ...string) string {
 
 // newNamespace creates a namespace deleted when the test ends.
 func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "plugin-"}}
-	if err := k8s.Create(t.Context(), ns); err != nil {
-		t.Fatalf("failed to create namespace: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
-	return ns.Name
+	return testenv.Namespace(t, k8s, "plugin", nil)
 }
 
 // serverPod creates an injected server pod bound to node, running, and

@@ -127,13 +127,7 @@ func waitForTLS(t *testing.T, addr string) {
 
 // newNamespace creates a namespace with labels, deleted when the test ends.
 func newNamespace(t *testing.T, labels map[string]string) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "inject-", Labels: labels}}
-	if err := k8s.Create(t.Context(), ns); err != nil {
-		t.Fatalf("failed to create namespace: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
-	return ns.Name
+	return testenv.Namespace(t, k8s, "inject", labels)
 }
 
 // appPod returns a pod with two app containers and an init container.

@@ -1,7 +1,6 @@
 package portstatus_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -53,13 +52,7 @@ func runWithOperator(m *testing.M) int {
 
 // newNamespace creates a namespace deleted when the test ends.
 func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "portstatus-"}}
-	if err := k8s.Create(t.Context(), ns); err != nil {
-		t.Fatalf("failed to create namespace: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
-	return ns.Name
+	return testenv.Namespace(t, k8s, "portstatus", nil)
 }
 
 // serverPod creates a pod as the scheduler leaves it: bound to node, with

@@ -1,7 +1,6 @@
 package sidecarrbac_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/operator/inject"
 	"github.com/kalpc/kalpc/internal/operator/sidecarrbac"
+	"github.com/kalpc/kalpc/internal/testenv"
 )
 
 const (
@@ -168,13 +168,7 @@ func TestNoBindingWithoutClusterRole(t *testing.T) {
 }
 
 func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "rbac-"}}
-	if err := k8s.Create(t.Context(), ns); err != nil {
-		t.Fatalf("failed to create namespace: %v", err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
-	return ns.Name
+	return testenv.Namespace(t, k8s, "rbac", nil)
 }
 
 // pod creates a pod running as serviceAccount, injected when sidecar is set.
