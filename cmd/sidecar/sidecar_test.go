@@ -293,20 +293,26 @@ func TestServerGoingAway(t *testing.T) {
 	}
 	// The dying publication is gone once found dead: its endpoint is
 	// removed from the node directory.
-	endpoint := nodedir.Dir{Root: c.nodeDir}.EndpointPath(c.ns, "roll", dying.uid)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(endpoint); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dying server's endpoint %s is still there", endpoint)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGone(t, nodedir.Dir{Root: c.nodeDir}.EndpointPath(c.ns, "roll", dying.uid))
 
 	// Only a dying server left: a clear, retryable "no server".
 	dying.must("publish-deaf roll")
-	live.must("unpublish")
+	live.must("unpublish") // asynchronous: wait for the endpoint to go
+	waitGone(t, nodedir.Dir{Root: c.nodeDir}.EndpointPath(c.ns, "roll", live.uid))
 	client.fails("no_server", "connect %s/roll alone", c.ns)
+}
+
+// waitGone waits until path does not exist.
+func waitGone(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is still there", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
