@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/kalpc/kalpc/internal/operator/cert"
+	"github.com/kalpc/kalpc/internal/operator/ownerref"
 )
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get,resourceNames=kalpc-sidecar-injector
@@ -71,7 +72,7 @@ func (o *LeaseOwner) Sync(ctx context.Context) error {
 	if err := o.Reader.Get(ctx, o.Lease, lease); err != nil {
 		return fmt.Errorf("failed to get Lease %s: %w", o.Lease, err)
 	}
-	owners := cert.WithOwner(lease.OwnerReferences, cert.OwnerReference(cfg))
+	owners := ownerref.WithOwner(lease.OwnerReferences, cert.OwnerReference(cfg))
 	if equality.Semantic.DeepEqual(lease.OwnerReferences, owners) {
 		return nil
 	}

@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/kalpc/kalpc/internal/operator/ownerref"
 )
 
 // Keys of the certificate Secret.
@@ -202,7 +204,7 @@ func (r *Rotator) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	owners := WithOwner(secret.OwnerReferences, owner)
+	owners := ownerref.WithOwner(secret.OwnerReferences, owner)
 	ownerChanged := !equality.Semantic.DeepEqual(secret.OwnerReferences, owners)
 	if changed || ownerChanged {
 		secret.Data = data
@@ -256,20 +258,6 @@ func OwnerReference(cfg *admissionregistrationv1.MutatingWebhookConfiguration) m
 		Name:       cfg.Name,
 		UID:        cfg.UID,
 	}
-}
-
-// WithOwner returns refs with owner in place of any reference to an object
-// of the same kind and name (one deleted and created again has a new UID),
-// or added.
-func WithOwner(refs []metav1.OwnerReference, owner metav1.OwnerReference) []metav1.OwnerReference {
-	out := make([]metav1.OwnerReference, 0, len(refs)+1)
-	for _, ref := range refs {
-		if ref.APIVersion == owner.APIVersion && ref.Kind == owner.Kind && ref.Name == owner.Name {
-			continue
-		}
-		out = append(out, ref)
-	}
-	return append(out, owner)
 }
 
 // renew returns the Secret data with a valid CA and serving certificate,

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/operator/ownerref"
 	"github.com/kalpc/kalpc/internal/operator/sidecarrbac/sidecarrole"
 )
 
@@ -137,7 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		log.Info("Deleted sidecar ClusterRoleBinding with an outdated roleRef", "roleRef", current.RoleRef.Name)
 		return reconcile.Result{}, nil
 	}
-	owners := withOwner(current.OwnerReferences, owner)
+	owners := ownerref.WithOwner(current.OwnerReferences, owner)
 	if equality.Semantic.DeepEqual(current.Subjects, want.Subjects) && labelsContain(current.Labels, want.Labels) &&
 		equality.Semantic.DeepEqual(current.OwnerReferences, owners) {
 		return reconcile.Result{}, nil
@@ -210,20 +211,6 @@ func (r *Reconciler) owner(ctx context.Context) (metav1.OwnerReference, error) {
 		Name:       role.Name,
 		UID:        role.UID,
 	}, nil
-}
-
-// withOwner returns refs with owner in place of any reference to an object
-// of the same kind and name (a ClusterRole deleted and created again has a
-// new UID), or added.
-func withOwner(refs []metav1.OwnerReference, owner metav1.OwnerReference) []metav1.OwnerReference {
-	out := make([]metav1.OwnerReference, 0, len(refs)+1)
-	for _, ref := range refs {
-		if ref.APIVersion == owner.APIVersion && ref.Kind == owner.Kind && ref.Name == owner.Name {
-			continue
-		}
-		out = append(out, ref)
-	}
-	return append(out, owner)
 }
 
 // binding returns the desired ClusterRoleBinding for namespace's accounts,
