@@ -53,20 +53,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	stop, err := env.StartManager(func(mgr ctrl.Manager) error {
+	return env.RunWithManager(m, func(mgr ctrl.Manager) error {
 		r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
 		return r.SetupWithManager(mgr)
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if err := stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return code
 }
 
 // kubectlKalpc runs the plugin with args (and the test kubeconfig) and

@@ -14,11 +14,7 @@
 //			return 1
 //		}
 //		defer env.Stop()
-//		stop, err := env.StartManager(func(mgr ctrl.Manager) error { ... })
-//		...
-//		code := m.Run()
-//		if err := stop(); err != nil { ... }
-//		return code
+//		return env.RunWithManager(m, func(mgr ctrl.Manager) error { ... })
 //	}
 package testenv
 
@@ -92,33 +88,34 @@ func (e *Env) Stop() {
 	}
 }
 
-// StartManager starts a controller-runtime manager as the operator
-// configures its own (scheme, cache; no metrics or health listeners) with
-// what setup registers on it. stop cancels it, waits for it, and returns
-// the error it stopped with.
-func (e *Env) StartManager(setup func(ctrl.Manager) error) (stop func() error, err error) {
+// RunWithManager runs the package's tests (m) while a controller-runtime
+// manager runs what setup registers on it, configured as the operator
+// configures its own (scheme, cache; no metrics or health listeners). It
+// returns the exit code for TestMain: m's, or 1 if the manager failed.
+func (e *Env) RunWithManager(m *testing.M, setup func(ctrl.Manager) error) int {
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
 		Scheme:                 e.Scheme,
 		Cache:                  operator.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
-	if err != nil {
-		return nil, fmt.Errorf("failed to create manager: %w", err)
+	if err == nil {
+		err = setup(mgr)
 	}
-	if err := setup(mgr); err != nil {
-		return nil, err
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "failed to set up the manager:", err)
+		return 1
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	return func() error {
-		cancel()
-		if err := <-done; err != nil {
-			return fmt.Errorf("manager stopped with error: %w", err)
-		}
-		return nil
-	}, nil
+	code := m.Run()
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Fprintln(os.Stderr, "manager stopped with error:", err)
+		return 1
+	}
+	return code
 }
 
 // AdminKubeconfig writes a kubeconfig for a new cluster-admin user named

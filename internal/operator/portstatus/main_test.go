@@ -34,20 +34,10 @@ func runWithOperator(m *testing.M) int {
 	}
 	defer env.Stop()
 	k8s = env.Client
-	stop, err := env.StartManager(func(mgr ctrl.Manager) error {
+	return env.RunWithManager(m, func(mgr ctrl.Manager) error {
 		r := &portstatus.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("kalpc-operator")}
 		return r.SetupWithManager(mgr)
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if err := stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return code
 }
 
 // newNamespace creates a namespace deleted when the test ends.

@@ -41,19 +41,9 @@ func runWithOperator(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	stop, err := env.StartManager(func(mgr ctrl.Manager) error {
+	return env.RunWithManager(m, func(mgr ctrl.Manager) error {
 		return (&sidecarrbac.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := m.Run()
-	if err := stop(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return code
 }
 
 // installSidecarRole creates the ClusterRole from config/rbac, as the chart
