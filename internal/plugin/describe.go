@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
@@ -57,18 +56,15 @@ func (c *command) describeCommand() *cobra.Command {
 }
 
 func (c *command) describe(ctx context.Context, name string) (*Description, error) {
+	p, err := c.getPort(ctx, name)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := c.client()
 	if err != nil {
 		return nil, err
 	}
-	ns, err := c.namespace()
-	if err != nil {
-		return nil, err
-	}
-	var p kalpcv1alpha1.ConnectionPort
-	if err := cl.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
-		return nil, fmt.Errorf("failed to get ConnectionPort %s/%s: %w", ns, name, err)
-	}
+	ns := p.Namespace
 	p.ManagedFields = nil
 	var events corev1.EventList
 	// Events recorded through events.k8s.io are listed by the core API too.
@@ -88,7 +84,7 @@ func (c *command) describe(ctx context.Context, name string) (*Description, erro
 	for i := range events.Items {
 		events.Items[i].ManagedFields = nil
 	}
-	return &Description{Port: &p, Events: events.Items}, nil
+	return &Description{Port: p, Events: events.Items}, nil
 }
 
 // eventTime is when an event last happened, whichever API recorded it.
