@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,22 +53,21 @@ func TestExamples(t *testing.T) {
 	}
 }
 
-// waitJobStatus polls a Job until it succeeds or fails, or timeout passes, and
-// says which.
+// waitJobStatus waits for a Job to succeed or fail and says which
+// ("succeeded" or "failed"); the test fails after timeout. Unlike waitJob, it
+// leaves reading the logs (of every container) to the caller.
 func waitJobStatus(t *testing.T, namespace, job string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		out, err := kcErr("-n", namespace, "get", "job", job, "-o", "jsonpath={.status.succeeded}/{.status.failed}")
-		if err == nil {
-			switch s := strings.TrimSpace(out); {
-			case strings.HasPrefix(s, "1/"):
-				return "succeeded"
-			case strings.HasSuffix(s, "/1"):
-				return "failed"
-			}
+	var status string
+	waitFor(t, "job "+job+" to finish", timeout, func() (bool, string) {
+		out, _ := kcErr("-n", namespace, "get", "job", job, "-o", "jsonpath={.status.succeeded}/{.status.failed}")
+		switch s := strings.TrimSpace(out); {
+		case strings.HasPrefix(s, "1/"):
+			status = "succeeded"
+		case strings.HasSuffix(s, "/1"):
+			status = "failed"
 		}
-		time.Sleep(time.Second)
-	}
-	return fmt.Sprintf("did not finish within %v", timeout)
+		return status != "", "succeeded/failed " + out
+	})
+	return status
 }

@@ -41,17 +41,11 @@ func TestPlugin(t *testing.T) {
 			Nodes          []string `json:"nodes"`
 		} `json:"items"`
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	waitFor(t, "kubectl kalpc ports to show a ready echo port", time.Minute, func() (bool, string) {
 		out, err := run("ports", "-n", ns, "-o", "json")
-		if err == nil && json.Unmarshal([]byte(out), &ports) == nil && len(ports.Items) == 1 && ports.Items[0].ReadyEndpoints > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kubectl kalpc ports never showed a ready echo port: %v\n%s", err, out)
-		}
-		time.Sleep(time.Second)
-	}
+		ok := err == nil && json.Unmarshal([]byte(out), &ports) == nil && len(ports.Items) == 1 && ports.Items[0].ReadyEndpoints > 0
+		return ok, fmt.Sprintf("%v\n%s", err, out)
+	})
 	if p := ports.Items[0]; p.Name != "echo" || len(p.Nodes) != 1 {
 		t.Errorf("ports: %+v; want echo on one node", p)
 	}
@@ -65,36 +59,9 @@ func TestPlugin(t *testing.T) {
 
 	// connections: a client holding a connection is listed by the server's
 	// sidecar, reached through pods/proxy.
-	kcStdin(t, fmt.Sprintf(`apiVersion: batch/v1
-kind: Job
-metadata: {name: inspected, namespace: %s}
-spec:
-  backoffLimit: 0
-  template:
-    metadata:
-      labels: {app: inspected, kalpc.io/inject: "true"}
-    spec:
-      serviceAccountName: echo-client
-      restartPolicy: Never
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: client
-        image: ghcr.io/kalpc/kalpc-k8s-echo:dev
-        imagePullPolicy: Never
-        args: [client, -port, echo, -hold]
-`, ns), "apply", "-f", "-")
+	clientJob(t, ns, "inspected", "client", "-port", "echo", "-hold")
 	defer func() { _, _ = kcErr("-n", ns, "delete", "job", "inspected", "--ignore-not-found", "--wait=false") }()
-	deadline = time.Now().Add(2 * time.Minute)
-	for {
-		logs, _ := kcErr("-n", ns, "logs", "job/inspected", "-c", "client")
-		if strings.Contains(logs, "holding the connection") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the client never connected:\n%s", logs)
-		}
-		time.Sleep(time.Second)
-	}
+	waitLog(t, ns, "inspected", "holding the connection", 2*time.Minute)
 	client := strings.TrimPrefix(strings.TrimSpace(kc(t, "-n", ns, "get", "pods", "-l", "app=inspected", "-o", "name")), "pod/")
 	type conns struct {
 		Items []struct {
@@ -128,14 +95,8 @@ spec:
 	}
 	kc(t, "-n", ns, "delete", "job", "inspected", "--wait=false")
 	kc(t, "-n", ns, "delete", "pod", client, "--grace-period=1", "--wait=false")
-	for deadline = time.Now().Add(time.Minute); ; {
+	waitFor(t, "the deleted client to leave kubectl kalpc connections", time.Minute, func() (bool, string) {
 		ok, out := listed()
-		if !ok && !strings.Contains(out, client) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the deleted client is still listed:\n%s", out)
-		}
-		time.Sleep(time.Second)
-	}
+		return !ok && !strings.Contains(out, client), out
+	})
 }

@@ -89,33 +89,29 @@ func runHelper(name, arg string) error {
 		// it received: see hashServer.
 		srv := alpcgrpc.NewServer(alpcgrpc.MaxRecvMsgSize(64 << 20))
 		testgrpc.RegisterTestServiceServer(srv, hashServer{})
-		l, err := srv.Listen(arg, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Println("READY")
-		go func() {
-			<-stop
-			srv.Stop()
-		}()
-		return srv.Serve(l)
+		return serveNative(srv, arg, stop)
 	case "native-server":
 		srv := alpcgrpc.NewServer(alpcgrpc.MaxRecvMsgSize(benchMaxMsg))
 		testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 		healthpb.RegisterHealthServer(srv, health.NewServer())
 		reflection.Register(srv)
-		l, err := srv.Listen(arg, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Println("READY")
-		go func() {
-			<-stop
-			srv.Stop()
-		}()
-		return srv.Serve(l)
+		return serveNative(srv, arg, stop)
 	}
 	return fmt.Errorf("unknown helper %q", name)
+}
+
+// serveNative serves srv's native-mode port at path until stop closes.
+func serveNative(srv *alpcgrpc.Server, path string, stop <-chan struct{}) error {
+	l, err := srv.Listen(path, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Println("READY")
+	go func() {
+		<-stop
+		srv.Stop()
+	}()
+	return srv.Serve(l)
 }
 
 // benchMaxMsg is the servers' receive limit: large enough for the 16 MiB
