@@ -151,7 +151,13 @@ func newCluster(t *testing.T) *cluster {
 	if err := k8s.Create(t.Context(), ns); err != nil {
 		t.Fatalf("failed to create namespace: %v", err)
 	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	t.Cleanup(func() {
+		// envtest runs no namespace controller: delete the ports too, so
+		// that a later test listing all namespaces sees none of this
+		// test's (with -count > 1 as well).
+		_ = k8s.DeleteAllOf(context.Background(), &kalpcv1alpha1.ConnectionPort{}, client.InNamespace(ns.Name))
+		_ = k8s.Delete(context.Background(), ns)
+	})
 	// Short path: sockets live under it.
 	dir, err := os.MkdirTemp("", "kn")
 	if err != nil {
