@@ -115,6 +115,10 @@ func newRotator(t *testing.T, secret, webhookConfig string, hosts []string, c *c
 		t.Fatal(err)
 	}
 	r.client, r.reader = k8s, k8s
+	// The test leaves no Secret behind for the next run (-count > 1).
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testNamespace, Name: secret}})
+	})
 	return r
 }
 
