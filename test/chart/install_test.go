@@ -138,8 +138,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 15 {
-		t.Errorf("release has %d objects, want 15", len(objs))
+	if len(objs) != 17 {
+		t.Errorf("release has %d objects, want 17", len(objs))
 	}
 	for _, o := range objs {
 		got := &unstructured.Unstructured{}

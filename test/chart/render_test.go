@@ -18,6 +18,8 @@ import (
 func TestDefaultObjects(t *testing.T) {
 	r := render(t, nil)
 	want := []string{
+		"ClusterRole/kalpc-connectionport-editor",
+		"ClusterRole/kalpc-connectionport-viewer",
 		"ClusterRole/kalpc-metrics-reader",
 		"ClusterRole/kalpc-operator",
 		"ClusterRole/kalpc-sidecar",
@@ -392,8 +394,8 @@ func TestCRDMatchesGenerated(t *testing.T) {
 	if r.find("CustomResourceDefinition", "connectionports.kalpc.io") != nil {
 		t.Error("crds.enabled=false still renders the CRD")
 	}
-	if len(r.objects) != 14 {
-		t.Errorf("crds.enabled=false renders %d objects, want the 14 others: %v", len(r.objects), r.kinds())
+	if others := len(render(t, nil).objects) - 1; len(r.objects) != others {
+		t.Errorf("crds.enabled=false renders %d objects, want the %d others: %v", len(r.objects), others, r.kinds())
 	}
 }
 
@@ -644,6 +646,49 @@ metrics:
 	}
 	if args := operatorArgs(t, get[appsv1.Deployment](t, r, "Deployment", "kalpc-operator")); args["--metrics-bind-address"] != "0" {
 		t.Errorf("metrics.enabled=false: --metrics-bind-address=%q, want 0", args["--metrics-bind-address"])
+	}
+}
+
+// TestUserRoles checks the ClusterRoles aggregated into Kubernetes' view,
+// edit and admin roles: readers read ports and their status, editors also
+// write ports, and nobody but the operator writes the status.
+func TestUserRoles(t *testing.T) {
+	r := render(t, nil)
+	read := []string{"kalpc.io/connectionports/status:get", "kalpc.io/connectionports/status:list", "kalpc.io/connectionports/status:watch", "kalpc.io/connectionports:get", "kalpc.io/connectionports:list", "kalpc.io/connectionports:watch"}
+	write := []string{"kalpc.io/connectionports:create", "kalpc.io/connectionports:delete", "kalpc.io/connectionports:deletecollection", "kalpc.io/connectionports:patch", "kalpc.io/connectionports:update"}
+	for _, c := range []struct {
+		name      string
+		aggregate []string
+		grants    []string
+	}{
+		{"kalpc-connectionport-viewer", []string{"view"}, read},
+		{"kalpc-connectionport-editor", []string{"admin", "edit"}, append(slices.Clone(read), write...)},
+	} {
+		role := get[rbacv1.ClusterRole](t, r, "ClusterRole", c.name)
+		var aggregate []string
+		for k, v := range role.Labels {
+			if to, ok := strings.CutPrefix(k, "rbac.authorization.k8s.io/aggregate-to-"); ok && v == "true" {
+				aggregate = append(aggregate, to)
+			}
+		}
+		slices.Sort(aggregate)
+		if diff := cmp.Diff(c.aggregate, aggregate); diff != "" {
+			t.Errorf("ClusterRole %s aggregates into (-want +got):\n%s", c.name, diff)
+		}
+		got := rbacGrants(role.Rules)
+		slices.Sort(got)
+		want := slices.Clone(c.grants)
+		slices.Sort(want)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ClusterRole %s grants (-want +got):\n%s", c.name, diff)
+		}
+	}
+
+	r = render(t, values(t, "rbac: {aggregateToDefaultRoles: false}"))
+	for _, name := range []string{"kalpc-connectionport-viewer", "kalpc-connectionport-editor"} {
+		if r.find("ClusterRole", name) != nil {
+			t.Errorf("rbac.aggregateToDefaultRoles=false renders ClusterRole %s", name)
+		}
 	}
 }
 

@@ -82,6 +82,14 @@ func TestUninstall(t *testing.T) {
 		return len(left) == 0, strings.Join(left, "\n")
 	})
 	t.Logf("nothing of kalpc left %v after helm uninstall began (garbage collection included)", time.Since(start).Round(time.Millisecond))
+	// The aggregation controller takes the chart's ConnectionPort rules
+	// out of the built-in roles again.
+	for _, role := range []string{"view", "edit", "admin"} {
+		waitFor(t, "ClusterRole "+role+" without ConnectionPort rules", time.Minute, func() (bool, string) {
+			out, err := kcErr("get", "clusterrole", role, "-o", "jsonpath={.rules[*].resources}")
+			return err == nil && !strings.Contains(out, "connectionports"), out
+		})
+	}
 
 	// Kept by choice: the CRD and the ports.
 	kc(t, "get", "crd", "connectionports.kalpc.io")
