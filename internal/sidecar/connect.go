@@ -63,7 +63,8 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	first := s.rr[key]
 	s.rr[key]++
 	s.mu.Unlock()
-	var identityErrs []error
+	var identityErrs, reasons []error
+	var unverifiable *unverifiableError
 	for i := range uids {
 		uid := uids[(int(first)+i)%len(uids)]
 		path := s.dir.EndpointPath(ns, name, uid)
@@ -78,6 +79,10 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 		server, resp, f, err := s.tryServer(ctx, pc, port, uid, msg)
 		_ = pc.Close()
 		switch {
+		case errors.As(err, &unverifiable):
+			s.log.Info("cannot verify a server endpoint's identity now", "port", key, "podUID", uid, "error", err)
+			reasons = append(reasons, unverifiable.err)
+			continue
 		case errors.Is(err, errServerIdentity):
 			s.log.Warn("refusing a server endpoint that failed identity verification", "port", key, "podUID", uid, "error", err)
 			identityErrs = append(identityErrs, err)
@@ -102,6 +107,9 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	}
 	if len(identityErrs) > 0 {
 		return identity.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
+	}
+	if len(reasons) > 0 {
+		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
 	}
 	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s", key, s.opts.Pod.NodeName)
 }
@@ -131,6 +139,9 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 		return server, nil, nil, fmt.Errorf("%w: endpoint opened with a %v message", errServerIdentity, hello.Type)
 	}
 	server, err = s.verifyServer(ctx, pc, port, uid, hello.Token)
+	if err != nil && checkUnavailable(err) {
+		return server, nil, nil, &unverifiableError{err}
+	}
 	if err != nil {
 		return server, nil, nil, fmt.Errorf("%w: %w", errServerIdentity, err)
 	}

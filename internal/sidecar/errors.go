@@ -27,6 +27,27 @@ func refuse(code ctl.Code, format string, args ...any) error {
 // client sidecar tries the next one.
 var errServerIdentity = errors.New("server identity not verified")
 
+// unverifiableError marks a server endpoint whose identity could not be
+// checked now (the API server is unreachable): nothing is known against
+// it, but it is not verified either.
+type unverifiableError struct{ err error }
+
+func (e *unverifiableError) Error() string {
+	return "server identity cannot be verified now: " + e.err.Error()
+}
+func (e *unverifiableError) Unwrap() error { return e.err }
+
+// checkUnavailable reports whether err says a check could not be made
+// (as opposed to made and failed): an API read that failed, or a refusal
+// marked unavailable. Anything else a check returns counts as failed.
+func checkUnavailable(err error) bool {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.code == ctl.CodeUnavailable
+	}
+	return errors.Is(err, policy.ErrUnavailable)
+}
+
 // errEndpointGone marks a server endpoint that went away mid-handshake.
 var errEndpointGone = errors.New("server endpoint went away")
 
@@ -36,6 +57,8 @@ func codeOf(err error) ctl.Code {
 	switch {
 	case errors.As(err, &r):
 		return r.code
+	case errors.Is(err, policy.ErrUnavailable):
+		return ctl.CodeUnavailable
 	case errors.Is(err, policy.ErrPortNotFound):
 		return ctl.CodePortNotFound
 	case errors.Is(err, policy.ErrNotServer):

@@ -328,6 +328,14 @@ func TestAPIServerDown(t *testing.T) {
 			failures = append(failures, l)
 		}
 	}
+	// They fail closed, as retryable: the sidecars could not verify anyone
+	// meanwhile, which says nothing against the peer (no "server identity
+	// not verified", no "access denied").
+	for _, f := range failures {
+		if !strings.Contains(f, "broker unavailable") {
+			t.Errorf("a new connection failed during the outage with other than ErrBrokerUnavailable: %s", f)
+		}
+	}
 	if len(failures) > 0 {
 		first, last := strings.Fields(failures[0])[0], strings.Fields(failures[len(failures)-1])[0]
 		t.Logf("new connections failed from %s to %s; the first: %s", first, last, failures[0])

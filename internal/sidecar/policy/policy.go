@@ -29,7 +29,21 @@ var (
 	ErrNotServer = errors.New("pod may not serve the connection port")
 	// ErrDenied means the client matches none of the port's client rules.
 	ErrDenied = errors.New("client not allowed by the connection port's rules")
+	// ErrUnavailable means a decision needs the API server and it could not
+	// be reached (or answered with an error): the request is refused, but
+	// may succeed when retried. It never means "allowed".
+	ErrUnavailable = errors.New("API read failed")
 )
+
+// apiError wraps a failed API read: a missing object is an answer (the
+// decision can be made), anything else makes the decision unavailable.
+func apiError(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
 
 // PodGetter reads one pod.
 type PodGetter interface {
@@ -53,7 +67,7 @@ func (e *Engine) Port(ctx context.Context, namespace, name string) (*kalpcv1alph
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: no ConnectionPort %s/%s", ErrPortNotFound, namespace, name)
 		}
-		return nil, fmt.Errorf("failed to get ConnectionPort %s/%s: %w", namespace, name, err)
+		return nil, apiError(err, "failed to get ConnectionPort %s/%s", namespace, name)
 	}
 	return &p, nil
 }
@@ -82,7 +96,7 @@ func MayServe(port *kalpcv1alpha1.ConnectionPort, pod *corev1.Pod) error {
 func (e *Engine) Pod(ctx context.Context, id identity.Identity) (*corev1.Pod, error) {
 	pod, err := e.Pods.Get(ctx, id.Namespace, id.PodName)
 	if err != nil {
-		return nil, fmt.Errorf("failed to get pod %s/%s: %w", id.Namespace, id.PodName, err)
+		return nil, apiError(err, "failed to get pod %s/%s", id.Namespace, id.PodName)
 	}
 	if string(pod.UID) != id.PodUID {
 		return nil, fmt.Errorf("pod %s/%s has uid %s, not %s: it was replaced", id.Namespace, id.PodName, pod.UID, id.PodUID)
@@ -111,8 +125,16 @@ func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPo
 		}
 	}
 	if len(errs) > 0 {
-		// A rule could not be evaluated; deny, but say why.
-		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s (%w)", ErrDenied, client, port.Namespace, port.Name, errors.Join(errs...))
+		// A rule could not be evaluated; refuse, and say why: as
+		// unavailable if the API server may yet allow it on a retry,
+		// else as denied.
+		kind := ErrDenied
+		for _, err := range errs {
+			if errors.Is(err, ErrUnavailable) {
+				kind = ErrUnavailable
+			}
+		}
+		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s that could be evaluated (%w)", kind, client, port.Namespace, port.Name, errors.Join(errs...))
 	}
 	return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s", ErrDenied, client, port.Namespace, port.Name)
 }
@@ -136,7 +158,7 @@ func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort
 		}
 		var ns corev1.Namespace
 		if err := e.Reader.Get(ctx, types.NamespacedName{Name: c.Namespace}, &ns); err != nil {
-			return false, fmt.Errorf("failed to get namespace %s: %w", c.Namespace, err)
+			return false, apiError(err, "failed to get namespace %s", c.Namespace)
 		}
 		if !sel.Matches(labels.Set(ns.Labels)) {
 			return false, nil

@@ -1,14 +1,18 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
@@ -53,6 +57,8 @@ func TestAuthorize(t *testing.T) {
 		{"pod replaced (uid differs)", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}},
 			identity.Identity{Namespace: "team-a", PodName: "web", PodUID: "old"}, false},
 		{"rules are ORed", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-b"}}, {Namespaces: []string{"team-a"}, ServiceAccounts: []string{"batch"}}}, job, true},
+		{"pod deleted", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}},
+			identity.Identity{Namespace: "team-a", PodName: "gone", PodUID: "u-gone"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,5 +93,53 @@ func TestMayServe(t *testing.T) {
 		if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrNotServer)) {
 			t.Errorf("%s: MayServe = %v", tt.name, err)
 		}
+	}
+}
+
+// TestAuthorizeAPIDown checks that a rule the API server is needed for, and
+// cannot be read, refuses the client as unavailable (retry later), never
+// allows it, and never calls it denied; rules that need no API read still
+// decide.
+func TestAuthorizeAPIDown(t *testing.T) {
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	down := apierrors.NewServiceUnavailable("the API server is away")
+	r := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return down
+		},
+	}).Build()
+	e := &Engine{Reader: r, Pods: &CachedPods{Client: r}}
+	web := identity.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
+	for _, c := range []struct {
+		name  string
+		rules []kalpcv1alpha1.ClientRule
+		want  error
+	}{
+		{"pod selector", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: &metav1.LabelSelector{}}}, ErrUnavailable},
+		{"namespace selector", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &metav1.LabelSelector{}}}, ErrUnavailable},
+		{"another rule allows", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &metav1.LabelSelector{}}, {Namespaces: []string{"team-a"}}}, nil},
+		{"no rule could allow", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-b"}}}, ErrDenied},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := &kalpcv1alpha1.ConnectionPort{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "srv"},
+				Spec: kalpcv1alpha1.ConnectionPortSpec{Clients: c.rules}}
+			err := e.Authorize(t.Context(), port, web)
+			if c.want == nil {
+				if err != nil {
+					t.Fatalf("Authorize = %v, want allowed", err)
+				}
+				return
+			}
+			if !errors.Is(err, c.want) || (c.want == ErrUnavailable && errors.Is(err, ErrDenied)) {
+				t.Fatalf("Authorize = %v, want %v", err, c.want)
+			}
+		})
+	}
+	if _, err := e.Pod(t.Context(), web); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Pod = %v, want ErrUnavailable", err)
+	}
+	if _, err := e.Port(t.Context(), "srv", "p"); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrPortNotFound) {
+		t.Errorf("Port = %v, want ErrUnavailable", err)
 	}
 }
