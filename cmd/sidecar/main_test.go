@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -117,16 +118,52 @@ func setup(m *testing.M) int {
 	return m.Run()
 }
 
+// apiLink is the pods' only way to the API server; a test can cut it.
+var apiLink struct {
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
+}
+
+// setAPIDown cuts the pods off the API server (closing the connections
+// they have) or lets them reach it again.
+func setAPIDown(down bool) {
+	apiLink.mu.Lock()
+	defer apiLink.mu.Unlock()
+	apiLink.down = down
+	if down {
+		for c := range apiLink.conns {
+			_ = c.Close()
+		}
+	}
+}
+
 // serveAPIProxy forwards the pods' API connections (see proxyAPI) to the
-// API server.
+// API server, unless the link is down.
 func serveAPIProxy(ln net.Listener, host string) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
+		apiLink.mu.Lock()
+		if apiLink.down {
+			apiLink.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		if apiLink.conns == nil {
+			apiLink.conns = map[net.Conn]bool{}
+		}
+		apiLink.conns[c] = true
+		apiLink.mu.Unlock()
 		go func() {
-			defer c.Close()
+			defer func() {
+				apiLink.mu.Lock()
+				delete(apiLink.conns, c)
+				apiLink.mu.Unlock()
+				_ = c.Close()
+			}()
 			t, err := net.Dial("tcp", host)
 			if err != nil {
 				return

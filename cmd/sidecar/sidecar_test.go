@@ -321,3 +321,44 @@ func waitGone(t *testing.T, path string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestAPIServerUnreachable cuts the sidecars off the API server: the
+// established channel keeps working, new connections are refused as
+// ErrBrokerUnavailable (the retryable error: nothing was found against the
+// server, it just cannot be verified) and counted as "unavailable", never
+// accepted unverified and never reported as a failed identity; once the
+// API server is back they work again.
+func TestAPIServerUnreachable(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+	server.must("publish echo")
+	conn := int(client.must("connect %s/echo before", c.ns)["conn"].(float64))
+
+	setAPIDown(true)
+	t.Cleanup(func() { setAPIDown(false) })
+	// Verifications cached from before (pods for 2 s, token reviews for
+	// 10 s) may still let a connect through for a moment.
+	eventually(t, func() bool {
+		r := client.do("connect %s/echo during", c.ns)
+		switch {
+		case r["ok"] == true:
+			return false
+		case r["kind"] == "unavailable":
+			return true
+		}
+		t.Fatalf("connect with the API server unreachable = %v, want ErrBrokerUnavailable", r)
+		return false
+	})
+	if r := client.must("call %d still-here", conn); r["reply"] != "echo:still-here" {
+		t.Fatalf("call on the established channel = %v", r)
+	}
+	m := client.must("metrics")["metrics"].(string)
+	if !strings.Contains(m, `kalpc_sidecar_connections_total{port="`+c.ns+`/echo",result="unavailable",role="client"}`) {
+		t.Errorf("client metrics lack the unavailable connections:\n%s", m)
+	}
+
+	setAPIDown(false)
+	eventually(t, func() bool { return client.do("connect %s/echo after", c.ns)["ok"] == true })
+}

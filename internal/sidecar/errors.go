@@ -78,6 +78,7 @@ var results = map[ctl.Code]string{
 	ctl.CodeDenied: metrics.ResultDenied, ctl.CodeUnauthenticated: metrics.ResultUnauthenticated,
 	ctl.CodeServerIdentity: metrics.ResultServerIdentity, ctl.CodeNoServer: metrics.ResultNoServer,
 	ctl.CodeRejected: metrics.ResultRejected, ctl.CodeLimit: metrics.ResultLimit,
+	ctl.CodeUnavailable: metrics.ResultUnavailable,
 }
 
 // resultOf returns the metrics result label of a failure code.

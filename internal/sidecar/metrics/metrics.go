@@ -26,6 +26,7 @@ const (
 	ResultNoServer        = "no_server"
 	ResultServerIdentity  = "server_identity"
 	ResultLimit           = "limit"
+	ResultUnavailable     = "unavailable"
 	ResultError           = "error"
 )
 
