@@ -28,9 +28,10 @@ type loadOptions struct {
 // and the last of them has kept answering for o.settle. It is the client
 // side of a rolling update: it logs every failure and ends with a summary
 // line ("load: summary ...") of how many calls and connects failed, why,
-// and the longest time without a successful call. It fails if a call
-// failed with anything but peer-closed (the clear error of a server that
-// went away), a reconnect failed with anything but "no server", or a new
+// and the longest time without a successful call. A call refused with
+// alpc.ErrGoingAway (a draining server; never sent) is made again on a new
+// connection and not counted as failed. It fails if a call failed with
+// anything but peer-closed (the clear error of a server that went away), a reconnect failed with anything but "no server", or a new
 // connection failed (unless o.probeFailuresOK).
 func load(ctx context.Context, o loadOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -75,12 +76,12 @@ func load(ctx context.Context, o loadOptions) error {
 	}
 
 	var (
-		calls, callFails, peerClosed, connects, connectFails int
-		otherErrs                                            = map[string]int{}
-		servers                                              []string
-		lastOK, lastNew                                      time.Time
-		longest                                              time.Duration
-		longestAt                                            time.Time
+		calls, callFails, peerClosed, goingAway, connects, connectFails int
+		otherErrs                                                       = map[string]int{}
+		servers                                                         []string
+		lastOK, lastNew                                                 time.Time
+		longest                                                         time.Duration
+		longestAt                                                       time.Time
 	)
 	current := ""
 	for ctx.Err() == nil {
@@ -100,6 +101,15 @@ func load(ctx context.Context, o loadOptions) error {
 			log.Printf("load: reconnected: %s", c.AcceptMessage())
 		}
 		out, err := conn.Call(ctx, []byte("ping"))
+		if errors.Is(err, alpc.ErrGoingAway) {
+			// The server is draining (Conn.Shutdown): the call was not
+			// sent; make it on a new connection.
+			goingAway++
+			log.Printf("load: %s is going away; reconnecting", current)
+			_ = conn.Close()
+			conn = nil
+			continue
+		}
 		calls++
 		if err != nil {
 			if ctx.Err() != nil {
@@ -144,8 +154,8 @@ func load(ctx context.Context, o loadOptions) error {
 		}
 	}
 	probeMu.Unlock()
-	log.Printf("load: summary calls=%d failed=%d peer-closed=%d reconnects=%d failed-reconnects=%d new-connections=%d failed-new-connections=%d longest-gap=%v (after %s) servers=%s other-errors=%d",
-		calls, callFails, peerClosed, connects, connectFails, probes.Load(), probeFails.Load(),
+	log.Printf("load: summary calls=%d failed=%d peer-closed=%d going-away=%d reconnects=%d failed-reconnects=%d new-connections=%d failed-new-connections=%d longest-gap=%v (after %s) servers=%s other-errors=%d",
+		calls, callFails, peerClosed, goingAway, connects, connectFails, probes.Load(), probeFails.Load(),
 		longest.Round(time.Millisecond), longestAt.Format("15:04:05.000"), strings.Join(servers, ","), len(otherErrs))
 	for k, v := range otherErrs {
 		log.Printf("load: unexpected error (%d times): %s", v, k)

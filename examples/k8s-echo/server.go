@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -56,6 +59,7 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 	var (
 		mu      sync.Mutex
 		regions = map[*alpc.Conn][]*alpc.Region{} // granted to each client, closed when it goes
+		live    = map[*alpc.Conn]bool{}           // drained on SIGTERM
 	)
 	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		// A View reads a section-sized payload in place, without a copy.
@@ -121,6 +125,13 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 		req, err := l.Accept(ctx)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
+				// SIGTERM: unpublish, so that new clients go to the
+				// other servers, then let every client finish its calls.
+				_ = l.Close()
+				mu.Lock()
+				conns := slices.Collect(maps.Keys(live))
+				mu.Unlock()
+				drain(conns, drainGrace)
 				return nil
 			}
 			return err
@@ -137,6 +148,9 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 			continue
 		}
 		log.Printf("server: accepted %q from verified peer %s", name, req.Peer)
+		mu.Lock()
+		live[conn] = true
+		mu.Unlock()
 		go func() {
 			<-conn.Done()
 			log.Printf("server: %q disconnected (%v)", name, conn.Err())
@@ -146,9 +160,37 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 				_ = r.Close()
 			}
 			delete(regions, conn)
+			delete(live, conn)
 			mu.Unlock()
 		}()
 	}
+}
+
+// drainGrace bounds the drain on SIGTERM; keep it under the pod's
+// terminationGracePeriodSeconds (30 s by default).
+const drainGrace = 20 * time.Second
+
+// drain shuts the connections down gracefully (Conn.Shutdown): calls in
+// progress finish, and the clients' next calls fail with
+// alpc.ErrGoingAway without being sent, so that they reconnect to another
+// server and lose nothing.
+func drain(conns []*alpc.Conn, grace time.Duration) {
+	if len(conns) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			if err := c.Shutdown(ctx); err != nil && !errors.Is(err, alpc.ErrPeerClosed) && !errors.Is(err, alpc.ErrClosed) {
+				log.Printf("server: shutdown of a connection: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	log.Printf("server: drained %d connections in %v", len(conns), time.Since(start).Round(time.Millisecond))
 }
 
 // readRegion hashes the region the client granted, reading it in place,

@@ -95,6 +95,15 @@ type Conn struct {
 	regions map[uint64]*RemoteRegion
 	err     error // why the Conn ended; set once
 
+	// Graceful shutdown (shutdown.go). goingAway: no new calls or one-way
+	// messages but callbacks (Shutdown here, or the peer's go-away).
+	// writing counts requests registered before that and not yet written.
+	goingAway     bool
+	peerGoingAway bool
+	shuttingDown  bool
+	goAwayAcked   chan struct{} // closed by the peer's acknowledgement
+	writing       atomic.Int32
+
 	// rd is how the socket is read: the primary and spare readers (see
 	// reader.go).
 	rd reader
@@ -155,6 +164,9 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		out:        newOutPool(lim.sendSections),
 		in:         newInPool(lim.recvSections),
 	}
+	// Handlers' contexts derive from baseCtx: the value lets a handler's
+	// callbacks through a shutdown (see mayStart).
+	c.baseCtx = context.WithValue(ctx, connKey{}, c)
 	c.rd.init(lim.recvInline)
 	rfd, _ := c.sock.Acquire() // a new socket: cannot fail
 	go c.readLoop(rfd)
@@ -303,8 +315,8 @@ func (c *Conn) roundTrip(ctx context.Context, size int, send func(*wire.Header) 
 	id := c.nextID.Add(1)
 	cl := callPool.Get().(*call)
 	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
+	counted, err := c.mayStart(ctx)
+	if err != nil {
 		c.mu.Unlock()
 		c.releaseSlots(1)
 		callPool.Put(cl)
@@ -314,7 +326,11 @@ func (c *Conn) roundTrip(ctx context.Context, size int, send func(*wire.Header) 
 	c.mu.Unlock()
 
 	h := wire.Header{Type: wire.TypeRequest, ID: id, Aux64: uint64(timeout)}
-	if err := send(&h); err != nil {
+	err = send(&h)
+	if counted {
+		c.writing.Add(-1)
+	}
+	if err != nil {
 		c.mu.Lock()
 		_, mine := c.calls[id]
 		delete(c.calls, id)
@@ -377,8 +393,8 @@ func (c *Conn) oneWay(ctx context.Context, size int, send func(*wire.Header) err
 		return err
 	}
 	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
+	counted, err := c.mayStart(ctx)
+	if err != nil {
 		c.mu.Unlock()
 		c.releaseSlots(1)
 		return err
@@ -386,7 +402,11 @@ func (c *Conn) oneWay(ctx context.Context, size int, send func(*wire.Header) err
 	c.oneWayOut++
 	c.mu.Unlock()
 	h := wire.Header{Type: wire.TypeRequest, Flags: wire.FlagOneWay, ID: c.nextID.Add(1)}
-	if err := send(&h); err != nil {
+	err = send(&h)
+	if counted {
+		c.writing.Add(-1)
+	}
+	if err != nil {
 		c.mu.Lock()
 		c.oneWayOut--
 		c.mu.Unlock()
@@ -580,6 +600,8 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 	case wire.TypeRevoke:
 		c.receiveRevoke(h.ID)
 		return nil
+	case wire.TypeGoAway:
+		return c.receiveGoAway(h.Aux32)
 	case wire.TypeCredit:
 		c.mu.Lock()
 		if int(h.Aux32) > c.oneWayOut {

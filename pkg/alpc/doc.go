@@ -26,7 +26,10 @@
 // Call's context tells the peer, whose handler's context is cancelled; a
 // deadline travels with the request. [Conn.Close] ends the channel; so does
 // the peer closing or dying, which the kernel reports at once: pending calls
-// fail with [ErrPeerClosed].
+// fail with [ErrPeerClosed]. [Conn.Shutdown] ends it gracefully instead (a
+// server leaving in a rolling update): calls in progress both ways finish,
+// and new ones fail on both sides with [ErrGoingAway] without being sent,
+// so clients can safely make them again on another connection.
 //
 // A broker (the kalpc sidecar) can create the channel itself with
 // [SocketPair] and hand one end to each process, which wraps it with

@@ -39,6 +39,15 @@ func header(typ wire.Type, flags wire.Flags, id uint64, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// goAwayMsg is a go-away message of the given kind (wire.GoAwayAnnounce or
+// wire.GoAwayAck).
+func goAwayMsg(kind uint32) []byte {
+	h := wire.Header{Type: wire.TypeGoAway, Aux32: kind}
+	b := make([]byte, wire.HeaderSize)
+	h.Put(b)
+	return b
+}
+
 // hostileStep is one datagram a raw peer sends, with an optional
 // descriptor (made by fd, closed once sent).
 type hostileStep struct {
@@ -184,6 +193,8 @@ func TestHostilePeer(t *testing.T) {
 			h.Put(b)
 			return b
 		}()}, wants: "credit of 1 exceeds"},
+		{name: "go-away acknowledged unasked", msgs: [][]byte{goAwayMsg(wire.GoAwayAck)}, wants: "go-away acknowledged but none was announced"},
+		{name: "go-away of unknown kind", msgs: [][]byte{goAwayMsg(7)}, wants: "go-away message with unknown kind 7"},
 		{name: "handshake after handshake", msgs: [][]byte{header(wire.TypeHello, 0, 0, make([]byte, wire.ParamsSize))}, wants: "unexpected hello message on an established connection"},
 		{name: "unknown section", msgs: [][]byte{header(wire.TypeRequest, wire.FlagSection, 1, make([]byte, wire.SectionRefSize))}, wants: "reference to unknown section 0"},
 		{name: "duplicate id", msgs: [][]byte{header(wire.TypeRequest, 0, 7, []byte("block")), header(wire.TypeRequest, 0, 7, []byte("block"))}, wants: "duplicate request id 7"},

@@ -11,10 +11,11 @@ import (
 
 // TestRollingUpdate restarts the server Deployment (kubectl rollout
 // restart) while a client calls it in a loop and opens a fresh connection
-// every 200 ms: calls on the connection to the old server fail only with
-// peer-closed, the client reconnects to the new server at once, and no new
-// connection fails. It logs how many calls failed and the longest time
-// without a successful call.
+// every 200 ms. The old server drains its connections on SIGTERM
+// (Conn.Shutdown): the call in progress completes, the client's next call
+// fails with ErrGoingAway without being sent and is made again on a new
+// connection to the new server, so no call fails, and no reconnect or new
+// connection fails. It logs the longest time without a successful call.
 func TestRollingUpdate(t *testing.T) {
 	applyEcho(t)
 	defer dump(t, ns)
@@ -37,10 +38,13 @@ func TestRollingUpdate(t *testing.T) {
 	// The server's readiness probe says "published": the Deployment stops
 	// the old server only once the new one can take connections, so no
 	// reconnect and no new connection fails.
-	for _, want := range []string{"other-errors=0", "failed-reconnects=0 ", "failed-new-connections=0 ", "load: passed"} {
+	for _, want := range []string{" failed=0 ", "other-errors=0", "failed-reconnects=0 ", "failed-new-connections=0 ", "load: passed"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("loader log lacks %q", want)
 		}
+	}
+	if !strings.Contains(summary, "going-away=") || strings.Contains(summary, "going-away=0 ") {
+		t.Errorf("the loader never saw the old server going away: %s", summary)
 	}
 	if len(before) == 1 && !strings.Contains(summary, before[0].Metadata.Name) {
 		t.Errorf("the loader never talked to the old server %s", before[0].Metadata.Name)

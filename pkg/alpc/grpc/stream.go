@@ -198,6 +198,8 @@ func toStatus(err error) error {
 		return status.FromContextError(err).Err()
 	case errors.Is(err, alpc.ErrPeerClosed), errors.Is(err, alpc.ErrClosed):
 		return status.Errorf(codes.Unavailable, "kalpc connection closed: %v", err)
+	case errors.Is(err, alpc.ErrGoingAway):
+		return status.Errorf(codes.Unavailable, "kalpc connection shutting down, call not sent: %v", err)
 	case errors.Is(err, alpc.ErrTooLarge):
 		return status.Errorf(codes.ResourceExhausted, "%v", err)
 	case errors.Is(err, alpc.ErrLimit):

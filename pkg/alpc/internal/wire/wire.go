@@ -61,15 +61,27 @@ const (
 	// TypeDrop retires section ID: its owner will not reference it again
 	// (every buffer in it was released), and the receiver unmaps it.
 	TypeDrop Type = 14
+	// TypeGoAway announces that the sender is shutting the connection down
+	// (Aux32 GoAwayAnnounce): the receiver starts no new calls or one-way
+	// messages and answers with Aux32 GoAwayAck once every request it
+	// started before is written, so that the announcer knows all of them
+	// have arrived.
+	TypeGoAway Type = 15
 
-	maxType = TypeDrop
+	maxType = TypeGoAway
+)
+
+// Aux32 values of TypeGoAway.
+const (
+	GoAwayAnnounce uint32 = 0
+	GoAwayAck      uint32 = 1
 )
 
 var typeNames = [...]string{
 	TypeConnect: "connect", TypeAccept: "accept", TypeReject: "reject", TypeHello: "hello",
 	TypeRequest: "request", TypeReply: "reply", TypeError: "error", TypeCancel: "cancel",
 	TypeCredit: "credit", TypeSection: "section", TypeRelease: "release", TypeGrant: "grant",
-	TypeRevoke: "revoke", TypeDrop: "drop",
+	TypeRevoke: "revoke", TypeDrop: "drop", TypeGoAway: "go-away",
 }
 
 func (t Type) String() string {
@@ -114,6 +126,7 @@ var rules = [...]rule{
 	TypeGrant:   {fds: 1, needID: true},
 	TypeRevoke:  {needID: true},
 	TypeDrop:    {needID: true},
+	TypeGoAway:  {},
 }
 
 // MaxHandshakeMessage bounds connection, accept and reject messages.
