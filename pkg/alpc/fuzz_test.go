@@ -16,6 +16,7 @@ func FuzzConnReceive(f *testing.F) {
 	f.Add(header(wire.TypeRequest, 0, 1, []byte("echo")), header(wire.TypeCancel, 0, 1, nil))
 	f.Add(header(wire.TypeRequest, wire.FlagOneWay, 1, []byte("x")), header(wire.TypeReply, 0, 1, nil))
 	f.Add([]byte("garbage"), []byte{})
+	f.Add(goAwayMsg(wire.GoAwayAnnounce), header(wire.TypeRequest, 0, 1, []byte("after go-away")))
 	cfg, _ := (&Config{Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		return r.Payload(), nil
 	})}).withDefaults()

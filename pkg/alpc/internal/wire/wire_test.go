@@ -80,6 +80,7 @@ func FuzzParse(f *testing.F) {
 	for _, h := range []Header{
 		{Type: TypeRequest, ID: 1}, {Type: TypeReply, ID: 1}, {Type: TypeCancel, ID: 3},
 		{Type: TypeCredit, Aux32: 1}, {Type: TypeSection, ID: 1, NFDs: 1},
+		{Type: TypeGoAway}, {Type: TypeGoAway, Aux32: GoAwayAck},
 	} {
 		b := make([]byte, HeaderSize)
 		h.Put(b)
