@@ -169,6 +169,7 @@ func (c *Conn) serveInline(fd int, req *Request) (int, bool) {
 
 	fd, err = c.sock.Acquire()
 	if err != nil {
+		c.exitBusy()
 		return -1, false
 	}
 	c.rd.mu.Lock()
@@ -240,6 +241,27 @@ func (c *Conn) spareLoop(fd int, ready *sys.Readiness) {
 			c.fail(fmt.Errorf("alpc: receive: %w", err))
 		}
 		runtime.Gosched()
+	}
+}
+
+// exitBusy ends the primary when the connection ended while it ran a
+// handler (it is not counted in readers then). Normally the spare saw the
+// end and exited last. But the spare may have seen it just before the
+// primary went busy, and exited while the primary still counted: then
+// nobody is left, and the primary is the last reader.
+func (c *Conn) exitBusy() {
+	c.rd.mu.Lock()
+	last := c.rd.readers == 0 && !c.rd.ended
+	if last {
+		c.rd.ended = true
+		if s := c.rd.spare; s != nil {
+			_ = s.Close()
+			c.rd.spare = nil
+		}
+	}
+	c.rd.mu.Unlock()
+	if last {
+		close(c.readerDone)
 	}
 }
 
