@@ -31,8 +31,9 @@ type loadOptions struct {
 // and the longest time without a successful call. A call refused with
 // alpc.ErrGoingAway (a draining server; never sent) is made again on a new
 // connection and not counted as failed. It fails if a call failed with
-// anything but peer-closed (the clear error of a server that went away), a reconnect failed with anything but "no server", or a new
-// connection failed (unless o.probeFailuresOK).
+// anything but peer-closed (the clear error of a server that went away), a
+// reconnect failed with anything but "no server", or a new connection
+// failed (unless o.probeFailuresOK).
 func load(ctx context.Context, o loadOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
