@@ -157,7 +157,10 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 		if ctx.Err() != nil {
 			return server, nil, nil, refuse(ctl.CodeUnavailable, "server did not answer in time")
 		}
-		return server, nil, nil, refuse(ctl.CodeUnavailable, "server sidecar closed the connection: %w", err)
+		// The server's sidecar went away mid-handshake (its pod is
+		// dying): no channel was handed over, so another server may
+		// take us.
+		return server, nil, nil, fmt.Errorf("%w: server sidecar closed the connection: %w", errEndpointGone, err)
 	}
 	switch resp.Type {
 	case ctl.TypePeerAccepted:
