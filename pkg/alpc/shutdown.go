@@ -66,10 +66,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 			_ = c.Close()
 			return ctx.Err()
 		}
-		if err := c.endErr(); !errors.Is(err, ErrClosed) {
-			return err
-		}
-		return ErrClosed
+		return c.endErr()
 	}
 	c.shuttingDown = true
 	c.goingAway = true
@@ -79,16 +76,12 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 
 	// Our requests are all written before the announcement, so the peer
 	// has them before it learns that no more will come.
-	if !c.waitFor(ctx, func() bool { return c.writing.Load() == 0 }) {
+	if !c.waitFor(ctx, c.written) {
 		return c.abortShutdown(ctx)
 	}
 	h := wire.Header{Type: wire.TypeGoAway, Aux32: wire.GoAwayAnnounce}
 	if err := c.write(ctx, &h, nil, nil); err != nil {
-		if ctx.Err() != nil {
-			return c.abortShutdown(ctx)
-		}
-		_ = c.Close()
-		return c.endErr()
+		return c.abortShutdown(ctx)
 	}
 	select {
 	case <-acked:
@@ -106,6 +99,9 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	_ = c.Close()
 	return nil
 }
+
+// written reports whether every request counted by mayStart is written.
+func (c *Conn) written() bool { return c.writing.Load() == 0 }
 
 // quiet reports whether no call is in progress in either direction and
 // every one-way message has been handled.
@@ -174,7 +170,7 @@ func (c *Conn) receiveGoAway(what uint32) error {
 // ackGoAway answers the peer's announcement once every request this side
 // started before it is written.
 func (c *Conn) ackGoAway() {
-	if !c.waitFor(c.baseCtx, func() bool { return c.writing.Load() == 0 }) {
+	if !c.waitFor(c.baseCtx, c.written) {
 		return
 	}
 	h := wire.Header{Type: wire.TypeGoAway, Aux32: wire.GoAwayAck}
