@@ -258,15 +258,20 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 	}
 	log.Printf("client: granted catalog (%d bytes, %v) and scratch (%d bytes, %v)", catalog.Len(), catalog.Access(), scratch.Len(), scratch.Access())
 
-	// Read the catalog in place. Bytes is the mapping itself; ReadAt copies
-	// and is safe against a concurrent revocation.
-	if sum := sha256.Sum256(catalog.Bytes()[8:]); !bytes.Equal(sum[:], wantSum) {
+	// Read the catalog in place: Use lends the mapping itself for the
+	// duration of a function (ReadAt copies). Both are safe against a
+	// concurrent revocation: a revoked region reads as zeros, never faults.
+	var sum [sha256.Size]byte
+	if err := catalog.Use(func(mem []byte) { sum = sha256.Sum256(mem[8:]) }); err != nil {
+		return err
+	}
+	if !bytes.Equal(sum[:], wantSum) {
 		return fmt.Errorf("catalog sha256 %x, server says %x", sum, wantSum)
 	}
 	log.Printf("client: read the catalog in place; sha256 matches the server's")
 
 	// Read-only means read-only: the library refuses the write (writing to
-	// catalog.Bytes() directly would fault: the mapping is read-only).
+	// the memory Use lends would fault: the mapping is read-only).
 	if _, err := catalog.WriteAt([]byte("x"), 8); !errors.Is(err, alpc.ErrReadOnly) {
 		return fmt.Errorf("write to the read-only catalog: got %w, want ErrReadOnly", err)
 	}
@@ -274,12 +279,17 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 
 	// The server changes the catalog; the client sees the new version in
 	// its own mapping without receiving it in a message.
-	before := catalogVersion(catalog.Bytes())
+	var before, after uint64
+	if err := catalog.Use(func(mem []byte) { before = catalogVersion(mem) }); err != nil {
+		return err
+	}
 	newVersion, err := conn.Call(ctx, []byte("bump"))
 	if err != nil {
 		return err
 	}
-	after := catalogVersion(catalog.Bytes())
+	if err := catalog.Use(func(mem []byte) { after = catalogVersion(mem) }); err != nil {
+		return err
+	}
 	if fmt.Sprint(after) != string(newVersion) {
 		return fmt.Errorf("catalog version %d after the server set %s", after, newVersion)
 	}
@@ -294,7 +304,13 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 	if _, err := conn.Call(ctx, []byte("check")); err != nil {
 		return err
 	}
-	answer, _, _ := bytes.Cut(scratch.Bytes()[replyOffset:], []byte{0})
+	var answer []byte
+	if err := scratch.Use(func(mem []byte) {
+		answer, _, _ = bytes.Cut(mem[replyOffset:], []byte{0})
+		answer = bytes.Clone(answer) // mem is valid only inside Use
+	}); err != nil {
+		return err
+	}
 	if want := fmt.Sprintf("server read %d bytes in place", len(msg)-1); string(answer) != want {
 		return fmt.Errorf("scratch answer %q, want %q", answer, want)
 	}

@@ -118,7 +118,8 @@ func policyFromWire(p ctl.Policy) Policy {
 	}
 }
 
-// apply returns c restricted by the policy; zero policy fields leave c alone.
+// apply returns c restricted by the policy; zero policy fields leave c
+// alone, but for MaxSectionBytes, where 0 disables sections.
 func (p Policy) apply(c Config) Config {
 	if p.InlineLimit > 0 && p.InlineLimit < c.InlineLimit {
 		c.InlineLimit = max(p.InlineLimit, MinInlineLimit)
@@ -129,7 +130,12 @@ func (p Policy) apply(c Config) Config {
 	if p.MaxPendingCalls > 0 && p.MaxPendingCalls < c.MaxPendingCalls {
 		c.MaxPendingCalls = p.MaxPendingCalls
 	}
-	if p.MaxSectionBytes > 0 && p.MaxSectionBytes < c.MaxSectionBytes {
+	switch {
+	case p.MaxSectionBytes == 0:
+		// The port allows no shared memory at all (the CRD's "0
+		// disables sections").
+		c.DisableSections = true
+	case p.MaxSectionBytes > 0 && p.MaxSectionBytes < c.MaxSectionBytes:
 		c.MaxSectionBytes = p.MaxSectionBytes
 	}
 	// The port decides whether direct access may be used at all; where it

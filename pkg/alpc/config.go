@@ -70,8 +70,18 @@ type Config struct {
 	// violation). A sender whose sections are full waits for the peer to
 	// release buffers until its context ends, then fails with a *LimitError.
 	// Defaults to DefaultMaxSectionBytes (1 GiB). A message larger than
-	// this cannot be sent.
+	// this cannot be sent. Granted regions this side maps count against it
+	// too. The wait for releases is also bounded by WriteTimeout: a peer
+	// that releases nothing for that long fails the send (not the
+	// connection) with a *LimitError.
 	MaxSectionBytes int64
+
+	// DisableSections turns the section technique off on this side: it
+	// neither lends nor maps shared-memory sections, so messages larger
+	// than the inline limit fail with ErrTooLarge in both directions (a
+	// peer that sends a section anyway is a protocol violation). A brokered
+	// port whose policy sets maxSectionBytesPerConnection to 0 sets it.
+	DisableSections bool
 
 	// AllowDirectAccess lets the peer grant this side direct access to its
 	// memory regions, and this side grant regions to the peer (both sides
@@ -181,6 +191,10 @@ func (c *Config) params() wire.Params {
 		MaxSectionBytes: uint64(c.MaxSectionBytes),
 		Features:        wire.FeatureSections,
 	}
+	if c.DisableSections {
+		p.MaxSectionBytes = 0
+		p.Features &^= wire.FeatureSections
+	}
 	if c.AllowDirectAccess {
 		p.Features |= wire.FeatureDirectAccess
 	}
@@ -199,6 +213,8 @@ type limits struct {
 	sendSections, recvSections int64
 	// sections: the peer maps our sections; directAccess: both allow grants.
 	sections, directAccess bool
+	// ownSectionsOff: this side disabled sections (Config.DisableSections).
+	ownSectionsOff bool
 }
 
 func negotiate(own *Config, peer wire.Params) limits {
@@ -211,6 +227,10 @@ func negotiate(own *Config, peer wire.Params) limits {
 		recvSections: own.MaxSectionBytes,
 		sections:     peer.Features&wire.FeatureSections != 0,
 		directAccess: own.AllowDirectAccess && peer.Features&wire.FeatureDirectAccess != 0,
+	}
+	if own.DisableSections {
+		l.sendSections, l.recvSections = 0, 0
+		l.sections, l.ownSectionsOff = false, true
 	}
 	return l
 }

@@ -439,6 +439,7 @@ func (c *Conn) writeRef(ctx context.Context, h *wire.Header, b buffer) error {
 	ref := b.ref()
 	ref.Put(rb[:])
 	h.Flags |= wire.FlagSection
+	c.lend(b)
 	if err := c.write(ctx, h, rb[:], nil); err != nil {
 		_ = c.freeBuffer(b.sec.id, b.off, b.n, false)
 		return err
@@ -451,9 +452,18 @@ func (c *Conn) checkSize(n int) error {
 		return fmt.Errorf("%w: %d bytes exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
 	}
 	if n > c.lim.sendInline && !c.lim.sections {
-		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and the peer does not take shared-memory sections", ErrTooLarge, n, c.lim.sendInline)
+		return c.sectionsDisabled(int64(n))
 	}
 	return nil
+}
+
+// sectionsDisabled is the error for an n-byte message that needs a
+// section on a connection without them.
+func (c *Conn) sectionsDisabled(n int64) error {
+	if c.lim.ownSectionsOff {
+		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and shared-memory sections are disabled on this side (Config.DisableSections, set by a port whose policy has maxSectionBytesPerConnection: 0)", ErrTooLarge, n, c.lim.sendInline)
+	}
+	return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and the peer does not take shared-memory sections", ErrTooLarge, n, c.lim.sendInline)
 }
 
 // acquireSlot waits for room in the peer's request window.

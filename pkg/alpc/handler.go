@@ -36,6 +36,10 @@ type Request struct {
 	oneWay  bool
 	payload []byte          // inline payload, or the copy of sp
 	sp      *sectionPayload // payload in the peer's section, until copied or viewed
+	// copied is sp once Payload copied it: the peer's buffer stays lent
+	// until the request finishes, so that the copies a peer makes us hold
+	// never exceed the memory it has lent (see inSection.lend).
+	copied  *sectionPayload
 	view    *View
 	timeout time.Duration
 	// replyLoan, set by ReplyLoan, is sent as the reply.
@@ -50,8 +54,9 @@ type Request struct {
 func (r *Request) Conn() *Conn { return r.conn }
 
 // Payload returns the request's bytes. They belong to the handler. A
-// payload that arrived in shared memory is copied on the first call (and the
-// memory returned to the peer); use View to read it in place instead.
+// payload that arrived in shared memory is copied on the first call, and the
+// memory returned to the peer when the handler returns; use View to read it
+// in place instead.
 // The copy is taken once, byte by byte: if the peer writes to its memory
 // meanwhile, the copy may mix bytes from before and after that write (it is
 // not an atomic snapshot), but it never changes afterwards, so validate the
@@ -61,8 +66,7 @@ func (r *Request) Payload() []byte {
 	case r.payload != nil:
 	case r.sp != nil:
 		r.payload = append([]byte(nil), r.sp.bytes()...)
-		r.conn.releasePayload(r.sp)
-		r.sp = nil
+		r.copied, r.sp = r.sp, nil
 	case r.view != nil:
 		r.payload = append([]byte(nil), r.view.Bytes()...)
 	}
@@ -90,6 +94,10 @@ func (r *Request) finish() {
 	if r.sp != nil {
 		r.conn.releasePayload(r.sp)
 		r.sp = nil
+	}
+	if r.copied != nil {
+		r.conn.releasePayload(r.copied)
+		r.copied = nil
 	}
 }
 

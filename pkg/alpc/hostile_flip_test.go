@@ -46,11 +46,12 @@ func helperFlipper(arg string) error {
 		return err
 	}
 	defer sys.Close(mfd)
-	if err := sys.AddSeals(mfd, requiredSeals); err != nil {
-		return err
-	}
 	mem, err := unix.Mmap(mfd, 0, flipSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
+		return err
+	}
+	copy(mem, bytes.Repeat([]byte{flipA}, flipSize)) // every page written
+	if err := sys.AddSeals(mfd, goodSeals); err != nil {
 		return err
 	}
 	a, b := bytes.Repeat([]byte{flipA}, flipSize), bytes.Repeat([]byte{flipB}, flipSize)

@@ -48,7 +48,7 @@ func TestHostileHugeSizes(t *testing.T) {
 		return header(wire.TypeRequest, wire.FlagSection, 1, b)
 	}
 	sealed := func(size int64) func() int {
-		return func() int { return sectionFD(t, size, requiredSeals) }
+		return func() int { return sectionFD(t, size, goodSeals) }
 	}
 	tests := []struct {
 		name  string
@@ -161,7 +161,7 @@ func TestHostileHugeSizes(t *testing.T) {
 			t.Fatalf("limits negotiated with absurd parameters: %+v; want the port's own %+v", got, want)
 		}
 		// And the port holds the peer to them.
-		mfd := sectionFD(t, 4<<20, requiredSeals)
+		mfd := sectionFD(t, 4<<20, goodSeals)
 		err = sys.Sendmsg(fd, section(1, 4<<20), nil, []int{mfd}, sys.MsgNoSignal)
 		sys.Close(mfd)
 		if err != nil {

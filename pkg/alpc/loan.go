@@ -43,7 +43,7 @@ func (c *Conn) Loan(ctx context.Context, n int) (*Loan, error) {
 		return nil, fmt.Errorf("%w: a %d-byte loan exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
 	}
 	if !c.lim.sections {
-		return nil, errors.New("alpc: loan: the peer does not take shared-memory sections")
+		return nil, fmt.Errorf("alpc: loan: %w", c.sectionsDisabled(int64(n)))
 	}
 	b, err := c.alloc(ctx, int64(n))
 	if err != nil {

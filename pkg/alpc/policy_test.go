@@ -16,12 +16,15 @@ func TestPolicyApply(t *testing.T) {
 		policy Policy
 		want   func(c *Config)
 	}{
-		{"zero policy leaves the config", Policy{DirectAccess: true}, func(c *Config) {}},
+		{"zero policy leaves the config but disables sections", Policy{DirectAccess: true}, func(c *Config) { c.DisableSections = true }},
+		{"maxSectionBytes 0 disables sections", Policy{InlineLimit: 4096, MaxSectionBytes: 0, DirectAccess: true}, func(c *Config) {
+			c.InlineLimit, c.DisableSections = 4096, true
+		}},
 		{"smaller limits win", Policy{InlineLimit: 4096, MaxMessageSize: 1 << 20, MaxPendingCalls: 8, MaxSectionBytes: 8 << 20, DirectAccess: true}, func(c *Config) {
 			c.InlineLimit, c.MaxMessageSize, c.MaxPendingCalls, c.MaxSectionBytes = 4096, 1<<20, 8, 8<<20
 		}},
 		{"larger limits do not raise the config", Policy{InlineLimit: MaxInlineLimit, MaxMessageSize: 1 << 40, MaxSectionBytes: 1 << 40, DirectAccess: true}, func(c *Config) {}},
-		{"port forbids direct access", Policy{}, func(c *Config) { c.AllowDirectAccess = false }},
+		{"port forbids direct access", Policy{MaxSectionBytes: 1 << 20}, func(c *Config) { c.AllowDirectAccess, c.MaxSectionBytes = false, 1<<20 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,8 +58,10 @@ type Region struct {
 	readOnly bool // sealed F_SEAL_FUTURE_WRITE
 }
 
-// NewRegion creates a size-byte region, zero-filled, sealed against
-// shrinking and growing so that no mapping of it can ever fault.
+// NewRegion creates a size-byte region, zero-filled, with all its memory
+// allocated now (charged to this process: a peer it is granted to must not
+// pay for it, and refuses a region with holes), sealed against shrinking
+// and growing so that no mapping of it can ever fault.
 func NewRegion(size int) (*Region, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("alpc: region size %d must be positive", size)
@@ -68,11 +70,18 @@ func NewRegion(size int) (*Region, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alpc: creating region: %w", err)
 	}
+	if err := sys.Allocate(fd, int64(size)); err != nil {
+		_ = sys.Close(fd)
+		return nil, fmt.Errorf("alpc: allocating region: %w", err)
+	}
 	if err := sys.AddSeals(fd, sys.SealShrink|sys.SealGrow); err != nil {
 		_ = sys.Close(fd)
 		return nil, fmt.Errorf("alpc: sealing region: %w", err)
 	}
-	mem, err := sys.Mmap(fd, size, sys.ProtRead|sys.ProtWrite)
+	// Populating the writable mapping writes (zeroes) every page, which a
+	// peer's check requires (an allocated page never written looks like a
+	// hole to it).
+	mem, err := sys.MmapPopulate(fd, size, sys.ProtRead|sys.ProtWrite)
 	if err != nil {
 		_ = sys.Close(fd)
 		return nil, fmt.Errorf("alpc: mapping region: %w", err)
@@ -176,13 +185,12 @@ func (c *Conn) Grant(ctx context.Context, r *Region, access Access) (*Grant, err
 
 // Revoke withdraws the grant; revoking it again fails with ErrNotGranted.
 // Revoke returns once the revoke message is queued. The peer's library
-// handles it before any message sent after it: it waits for the region
-// accesses in progress (ReadAt, WriteAt) to end, unmaps the region, and
-// from then on Conn.Region, ReadAt and WriteAt fail with ErrNotGranted. So
-// once a Call made after Revoke returns, a peer using this library no
-// longer reads or writes the region (slices it took from
-// RemoteRegion.Bytes are the exception: using them after a revoke faults
-// in the peer).
+// handles it before any message sent after it: the region is out of its
+// reach at once (accesses in progress, through RemoteRegion.Use, see zeros
+// from then on; the mapping goes when they end), and from then on
+// Conn.Region, ReadAt, WriteAt and Use fail with ErrNotGranted. So once a
+// Call made after Revoke returns, a peer using this library no longer
+// reads or writes the region.
 //
 // Revocation is cooperative: a peer that ignores the protocol keeps what it
 // mapped (a mapping outlives the descriptor and the connection), so treat
@@ -201,12 +209,22 @@ func (g *Grant) Revoke(ctx context.Context) error {
 	return nil
 }
 
-// RemoteRegion is a region the peer granted to this side.
+// RemoteRegion is a region the peer granted to this side. Its memory is
+// reached only through ReadAt, WriteAt and Use, so that a revocation or the
+// end of the connection can never pull the mapping out from under a reader:
+// from the revocation on, accesses still in progress see zeros instead of
+// the peer's memory (never a fault), and the mapping goes when the last of
+// them ends.
 type RemoteRegion struct {
+	c      *Conn
 	id     uint64
 	access Access
-	mu     sync.RWMutex
-	mem    []byte // nil once revoked
+	mu     sync.Mutex
+	mem    []byte // nil once unmapped
+	users  int    // accesses in progress
+	// revoked: by the peer, or the connection ended. The mapping no
+	// longer shows the peer's memory.
+	revoked bool
 }
 
 // ID returns the grant's id.
@@ -217,23 +235,51 @@ func (rr *RemoteRegion) Access() Access { return rr.access }
 
 // Len returns the region's size (0 once revoked).
 func (rr *RemoteRegion) Len() int {
-	rr.mu.RLock()
-	defer rr.mu.RUnlock()
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.revoked {
+		return 0
+	}
 	return len(rr.mem)
+}
+
+// acquire starts an access; release ends it.
+func (rr *RemoteRegion) acquire() ([]byte, error) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.revoked {
+		return nil, ErrNotGranted
+	}
+	rr.users++
+	return rr.mem, nil
+}
+
+func (rr *RemoteRegion) release() {
+	rr.mu.Lock()
+	rr.users--
+	unmap := rr.users == 0 && rr.revoked && rr.mem != nil
+	mem := rr.mem
+	if unmap {
+		rr.mem = nil
+	}
+	rr.mu.Unlock()
+	if unmap {
+		rr.c.unmapRegion(mem)
+	}
 }
 
 // ReadAt copies from the region at off, as io.ReaderAt. It is safe against
 // a concurrent revocation.
 func (rr *RemoteRegion) ReadAt(p []byte, off int64) (int, error) {
-	rr.mu.RLock()
-	defer rr.mu.RUnlock()
-	if rr.mem == nil {
-		return 0, ErrNotGranted
+	mem, err := rr.acquire()
+	if err != nil {
+		return 0, err
 	}
-	if off < 0 || off > int64(len(rr.mem)) {
-		return 0, fmt.Errorf("alpc: region read at %d outside %d bytes", off, len(rr.mem))
+	defer rr.release()
+	if off < 0 || off > int64(len(mem)) {
+		return 0, fmt.Errorf("alpc: region read at %d outside %d bytes", off, len(mem))
 	}
-	n := copy(p, rr.mem[off:])
+	n := copy(p, mem[off:])
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -245,34 +291,63 @@ func (rr *RemoteRegion) WriteAt(p []byte, off int64) (int, error) {
 	if rr.access != ReadWrite {
 		return 0, ErrReadOnly
 	}
-	rr.mu.RLock()
-	defer rr.mu.RUnlock()
-	if rr.mem == nil {
-		return 0, ErrNotGranted
+	mem, err := rr.acquire()
+	if err != nil {
+		return 0, err
 	}
-	if off < 0 || off > int64(len(rr.mem)) || int64(len(p)) > int64(len(rr.mem))-off {
-		return 0, fmt.Errorf("alpc: region write of %d bytes at %d outside %d bytes", len(p), off, len(rr.mem))
+	defer rr.release()
+	if off < 0 || off > int64(len(mem)) || int64(len(p)) > int64(len(mem))-off {
+		return 0, fmt.Errorf("alpc: region write of %d bytes at %d outside %d bytes", len(p), off, len(mem))
 	}
-	return copy(rr.mem[off:], p), nil
+	return copy(mem[off:], p), nil
 }
 
-// Bytes returns the mapping itself for in-place access: read-only memory
-// for a ReadOnly grant (writing faults). It is valid until the grant is
-// revoked or the connection ends; prefer ReadAt/WriteAt where the peer may
-// revoke concurrently.
-func (rr *RemoteRegion) Bytes() []byte {
-	rr.mu.RLock()
-	defer rr.mu.RUnlock()
-	return rr.mem
+// Use calls fn with the mapping itself, for in-place access: memory the
+// peer may change at any moment (treat it as untrusted input), read-only
+// for a ReadOnly grant (writing to it faults). mem is valid only while fn
+// runs: do not keep it, or any slice of it. If the peer revokes the grant
+// or the connection ends while fn runs, mem shows zeros from then on (the
+// peer's memory is out of reach at once) and fn is not interrupted; the
+// mapping goes when fn returns. Use fails with ErrNotGranted once the
+// grant is revoked.
+func (rr *RemoteRegion) Use(fn func(mem []byte)) error {
+	mem, err := rr.acquire()
+	if err != nil {
+		return err
+	}
+	defer rr.release()
+	fn(mem)
+	return nil
 }
 
-func (rr *RemoteRegion) unmap() {
+// revoke takes the peer's memory out of reach: unmapped at once if no
+// access is in progress, otherwise replaced in place by zero pages and
+// unmapped when the last access ends.
+func (rr *RemoteRegion) revoke() {
 	rr.mu.Lock()
-	defer rr.mu.Unlock()
-	if rr.mem != nil {
-		_ = sys.Munmap(rr.mem)
-		rr.mem = nil
+	if rr.revoked {
+		rr.mu.Unlock()
+		return
 	}
+	rr.revoked = true
+	mem := rr.mem
+	if rr.users > 0 {
+		// Readers keep valid addresses: no SIGSEGV, only zeros.
+		_ = sys.Blank(mem)
+		rr.mu.Unlock()
+		return
+	}
+	rr.mem = nil
+	rr.mu.Unlock()
+	rr.c.unmapRegion(mem)
+}
+
+// unmapRegion unmaps a granted region and returns its bytes to the
+// connection's and the process's budgets.
+func (c *Conn) unmapRegion(mem []byte) {
+	_ = sys.Munmap(mem)
+	c.in.unreserve(int64(len(mem)))
+	proc.releaseIn(int64(len(mem)))
 }
 
 // Region returns the region the peer granted with id.
@@ -286,11 +361,12 @@ func (c *Conn) Region(id uint64) (*RemoteRegion, error) {
 	return rr, nil
 }
 
-// maxRegions bounds the regions one peer may grant.
-const maxRegions = 1024
+// maxRegions bounds the regions one peer may grant at once.
+const maxRegions = 256
 
 // receiveGrant validates and maps a region granted by the peer. fd stays
-// owned by the caller.
+// owned by the caller. The region counts against MaxSectionBytes and the
+// process's mappings until it is unmapped.
 func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	if !c.lim.directAccess {
 		return protocolErrorf("direct-access grant, but direct access was not negotiated")
@@ -299,19 +375,34 @@ func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	if access != ReadOnly && access != ReadWrite {
 		return protocolErrorf("grant %d with invalid access %d", h.ID, h.Aux32)
 	}
-	seals, err := sys.GetSeals(fd)
-	if err != nil {
-		return protocolErrorf("grant %d is not a sealable memfd: %v", h.ID, err)
+	what := fmt.Sprintf("grant %d", h.ID)
+	// A read-only grant must be sealed against writes (as Grant does), so
+	// that no hole can appear in it once checked; a read-write grant
+	// cannot be, and its owner can punch holes in it later: whatever this
+	// side then touches is charged here, bounded by the grant's size.
+	if err := checkPeerMemory(what, fd, h.Aux64, sys.SealShrink|sys.SealGrow, access == ReadOnly); err != nil {
+		return err
 	}
-	if seals&(sys.SealShrink|sys.SealGrow) != sys.SealShrink|sys.SealGrow {
-		return protocolErrorf("grant %d is not sealed against shrinking and growing (seals %#x)", h.ID, seals)
+	size := int64(h.Aux64)
+	c.mu.Lock()
+	switch {
+	case c.err != nil:
+		c.mu.Unlock()
+		return nil
+	case c.regions[h.ID] != nil:
+		c.mu.Unlock()
+		return protocolErrorf("grant %d announced twice", h.ID)
+	case len(c.regions) >= maxRegions:
+		c.mu.Unlock()
+		return protocolErrorf("peer exceeded %d grants", maxRegions)
 	}
-	size, err := sys.FileSize(fd)
-	if err != nil {
-		return protocolErrorf("grant %d: %v", h.ID, err)
+	c.mu.Unlock()
+	if err := c.in.reserve(what, size); err != nil {
+		return err
 	}
-	if size <= 0 || uint64(size) != h.Aux64 || size > c.cfg.MaxSectionBytes {
-		return protocolErrorf("grant %d is %d bytes, announced %d (limit %d)", h.ID, size, h.Aux64, c.cfg.MaxSectionBytes)
+	if err := proc.reserveIn(size); err != nil {
+		c.in.unreserve(size)
+		return err
 	}
 	prot := sys.ProtRead
 	if access == ReadWrite {
@@ -319,22 +410,25 @@ func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	}
 	mem, err := sys.Mmap(fd, int(size), prot)
 	if err != nil {
+		c.in.unreserve(size)
+		proc.releaseIn(size)
 		return protocolErrorf("grant %d cannot be mapped %v: %v", h.ID, access, err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.err != nil:
+	if err := checkAllocated(what, fd, mem); err != nil {
 		_ = sys.Munmap(mem)
-		return nil
-	case c.regions[h.ID] != nil:
-		_ = sys.Munmap(mem)
-		return protocolErrorf("grant %d announced twice", h.ID)
-	case len(c.regions) >= maxRegions:
-		_ = sys.Munmap(mem)
-		return protocolErrorf("peer exceeded %d grants", maxRegions)
+		c.in.unreserve(size)
+		proc.releaseIn(size)
+		return err
 	}
-	c.regions[h.ID] = &RemoteRegion{id: h.ID, access: access, mem: mem}
+	rr := &RemoteRegion{c: c, id: h.ID, access: access, mem: mem}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		rr.revoke()
+		return nil
+	}
+	c.regions[h.ID] = rr
+	c.mu.Unlock()
 	return nil
 }
 
@@ -344,7 +438,7 @@ func (c *Conn) receiveRevoke(id uint64) {
 	delete(c.regions, id)
 	c.mu.Unlock()
 	if rr != nil {
-		rr.unmap()
+		rr.revoke()
 	}
 }
 
@@ -355,6 +449,6 @@ func (c *Conn) closeRegions() {
 	c.regions = map[uint64]*RemoteRegion{}
 	c.mu.Unlock()
 	for _, rr := range regions {
-		rr.unmap()
+		rr.revoke()
 	}
 }

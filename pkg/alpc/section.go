@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
@@ -14,13 +16,25 @@ import (
 // Shared-memory sections (the ALPC "section" technique).
 //
 // The sender of a large payload owns the memory: it creates a memfd, sizes
-// it, maps it read-write, seals it F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL and
-// hands its descriptor to the peer once (a section message). After that only
-// a SectionRef (section, offset, length) travels with each message. The
-// receiver maps each section read-only after checking its seals and size,
-// reads the payload (a private copy by default, or a View), and returns the
+// it, allocates every page (charged to the sender's memory cgroup), maps it
+// read-write, seals it F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL and
+// F_SEAL_FUTURE_WRITE, and hands its descriptor to the peer once (a section
+// message). After that only a SectionRef (section, offset, length) travels
+// with each message. The receiver maps each section read-only after
+// checking its filesystem, seals, size and that no page is missing, reads
+// the payload (a private copy by default, or a View), and returns the
 // buffer with a release message. Because the file cannot shrink, a mapping
-// can never fault with SIGBUS, whatever the peer does.
+// can never fault with SIGBUS; because no hole can be punched in it (the
+// write seal forbids that too) and it has none, the receiver's reads never
+// allocate memory charged to the receiver.
+//
+// What a peer can make the receiver hold is bounded: the bytes it has
+// mapped per connection by Config.MaxSectionBytes (sections and grants
+// together, counted until unmapped), the number of sections per
+// connection by maxSections, buffers in flight by non-overlapping
+// references (a region of a section is lent at most once at a time, so
+// copies taken of lent payloads never exceed the mapped bytes), and the
+// mappings and bytes of all connections by ProcessLimits.
 
 const (
 	// sectionAlign aligns buffers inside a section.
@@ -31,13 +45,25 @@ const (
 	// reuse (until the budget needs their room); larger ones are dropped at
 	// once to give the memory back.
 	keepSectionSize = 256 << 20
-	// maxSections bounds the sections one side maps from its peer.
-	maxSections = 4096
-	// requiredSeals must be set on every section a peer hands us.
+	// maxSections bounds the sections one side maps from its peer at once.
+	// This library's sender never needs more: its sections are at least
+	// minSectionSize and DefaultMaxSectionBytes / minSectionSize = 256.
+	maxSections = 256
+	// requiredSeals must be set on every section a peer hands us, with one
+	// of writeSeals.
 	requiredSeals = sys.SealShrink | sys.SealGrow | sys.SealSeal
+	writeSeals    = sys.SealWrite | sys.SealFutureWrite
 )
 
 type span struct{ off, n int64 }
+
+// usedBuf is an allocated extent of an outbound section.
+type usedBuf struct {
+	n int64
+	// lent: the extent was sent to the peer, who may release it; before
+	// that, a release naming it is a lie.
+	lent bool
+}
 
 // outSection is a section this side created and lends to its peer.
 type outSection struct {
@@ -45,8 +71,8 @@ type outSection struct {
 	mem       []byte
 	size      int64
 	announced bool
-	free      []span          // sorted by offset, coalesced
-	used      map[int64]int64 // allocated buffers: offset → length
+	free      []span            // sorted by offset, coalesced
+	used      map[int64]usedBuf // allocated buffers, by offset
 	// refs counts local users that touch mem outside the pool lock: a
 	// copy in progress or an unsent Loan. The mapping outlives them.
 	refs int
@@ -63,7 +89,7 @@ func (s *outSection) take(n int64) (int64, bool) {
 		} else {
 			s.free[i] = span{f.off + n, f.n - n}
 		}
-		s.used[off] = n
+		s.used[off] = usedBuf{n: n}
 		return off, true
 	}
 	return 0, false
@@ -87,6 +113,12 @@ func (s *outSection) give(off, n int64) {
 }
 
 func (s *outSection) idle() bool { return len(s.used) == 0 && s.refs == 0 }
+
+// unmap unmaps an outbound section and returns its memory to the process.
+func (s *outSection) unmap() {
+	_ = sys.Munmap(s.mem)
+	proc.releaseOut(s.size)
+}
 
 // outPool holds a connection's outbound sections.
 type outPool struct {
@@ -119,14 +151,21 @@ func (b buffer) ref() wire.SectionRef {
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
 
 // alloc reserves n bytes, creating (and announcing to the peer) a new
-// section when none has room, or waiting for releases until ctx ends. The
+// section when none has room, or waiting for releases until ctx ends or,
+// if the peer releases nothing meanwhile, WriteTimeout passes. The
 // returned buffer holds a reference on its section; drop it with unref.
 func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 	p := c.out
 	if n > p.limit {
+		if p.limit == 0 {
+			return buffer{}, c.sectionsDisabled(n)
+		}
 		return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("%w: a %d-byte message cannot fit", ErrTooLarge, n)}
 	}
 	need := alignUp(max(n, 1), sectionAlign)
+	var timeout <-chan time.Time
+	stop := func() {}
+	defer func() { stop() }()
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -153,29 +192,57 @@ func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 				continue
 			}
 		}
+		var procWait <-chan struct{}
 		if p.total+size <= p.limit {
-			p.total += size
-			p.nextID++
-			id := p.nextID
-			p.mu.Unlock()
-			b, err := c.newSection(ctx, id, size, need, n)
-			if err != nil {
-				p.mu.Lock()
-				p.total -= size
+			var err error
+			if procWait, err = proc.reserveOut(size); err != nil {
 				p.mu.Unlock()
-				p.broadcast()
+				return buffer{}, err
 			}
-			return b, err
+			if procWait == nil {
+				p.total += size
+				p.nextID++
+				id := p.nextID
+				p.mu.Unlock()
+				b, err := c.newSection(ctx, id, size, need, n)
+				if err != nil {
+					p.mu.Lock()
+					p.total -= size
+					p.mu.Unlock()
+					p.broadcast()
+				}
+				return b, err
+			}
+			// The process is at its limit: give back what this
+			// connection keeps idle, then wait for others to.
+			if idle := p.takeIdle(size); len(idle) > 0 {
+				p.mu.Unlock()
+				if err := c.dropSections(ctx, idle); err != nil {
+					return buffer{}, err
+				}
+				continue
+			}
 		}
 		wait := p.changed
 		p.mu.Unlock()
+		if timeout == nil {
+			timeout, stop = c.allocWait()
+		}
+		proc.waiting(1)
 		select {
 		case <-wait:
+		case <-procWait:
+		case <-timeout:
+			proc.waiting(-1)
+			return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
 		case <-ctx.Done():
+			proc.waiting(-1)
 			return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
 		case <-c.done:
+			proc.waiting(-1)
 			return buffer{}, c.endErr()
 		}
+		proc.waiting(-1)
 	}
 }
 
@@ -208,7 +275,7 @@ func (c *Conn) dropSections(ctx context.Context, secs []*outSection) error {
 		if err == nil {
 			err = c.write(ctx, &h, nil, nil)
 		}
-		_ = sys.Munmap(s.mem)
+		s.unmap()
 		c.out.mu.Lock()
 		if !c.out.closed { // closeOut already zeroed the total
 			c.out.total -= s.size
@@ -219,23 +286,18 @@ func (c *Conn) dropSections(ctx context.Context, secs []*outSection) error {
 	return err
 }
 
-// newSection creates, seals and announces section id, with its first
-// buffer (need bytes, n of them used) already allocated.
+// newSection creates, allocates, seals and announces section id, with its
+// first buffer (need bytes, n of them used) already allocated. Its size is
+// already counted in the process's section memory; that is given back if
+// it fails.
 func (c *Conn) newSection(ctx context.Context, id uint32, size, need, n int64) (buffer, error) {
-	fd, err := sys.MemfdCreate("kalpc-section", size)
+	mem, fd, err := createSection(size)
 	if err != nil {
-		return buffer{}, fmt.Errorf("alpc: creating section: %w", err)
+		proc.releaseOut(size)
+		return buffer{}, err
 	}
 	defer func() { _ = sys.Close(fd) }()
-	mem, err := sys.Mmap(fd, int(size), sys.ProtRead|sys.ProtWrite)
-	if err != nil {
-		return buffer{}, fmt.Errorf("alpc: mapping section: %w", err)
-	}
-	if err := sys.AddSeals(fd, requiredSeals); err != nil {
-		_ = sys.Munmap(mem)
-		return buffer{}, fmt.Errorf("alpc: sealing section: %w", err)
-	}
-	s := &outSection{id: id, mem: mem, size: size, used: map[int64]int64{0: need}, refs: 1}
+	s := &outSection{id: id, mem: mem, size: size, used: map[int64]usedBuf{0: {n: need}}, refs: 1}
 	if need < size {
 		s.free = []span{{need, size - need}}
 	}
@@ -243,7 +305,7 @@ func (c *Conn) newSection(ctx context.Context, id uint32, size, need, n int64) (
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		_ = sys.Munmap(mem)
+		s.unmap()
 		return buffer{}, c.endErr()
 	}
 	p.secs[id] = s
@@ -263,6 +325,33 @@ func (c *Conn) newSection(ctx context.Context, id uint32, size, need, n int64) (
 	return buffer{s, 0, n}, nil
 }
 
+// createSection makes a section's memfd: every page allocated now (charged
+// to this process, not to the peer that reads it) and written (zeroed by
+// populating the writable mapping: the peer's check sees a page allocated
+// but never written as a hole), and sealed so that it can neither change size
+// nor get a hole, and nobody can map it writable again.
+func createSection(size int64) ([]byte, int, error) {
+	fd, err := sys.MemfdCreate("kalpc-section", size)
+	if err != nil {
+		return nil, -1, fmt.Errorf("alpc: creating section: %w", err)
+	}
+	if err := sys.Allocate(fd, size); err != nil {
+		_ = sys.Close(fd)
+		return nil, -1, fmt.Errorf("alpc: allocating section: %w", err)
+	}
+	mem, err := sys.MmapPopulate(fd, int(size), sys.ProtRead|sys.ProtWrite)
+	if err != nil {
+		_ = sys.Close(fd)
+		return nil, -1, fmt.Errorf("alpc: mapping section: %w", err)
+	}
+	if err := sys.AddSeals(fd, requiredSeals|sys.SealFutureWrite); err != nil {
+		_ = sys.Munmap(mem)
+		_ = sys.Close(fd)
+		return nil, -1, fmt.Errorf("alpc: sealing section: %w", err)
+	}
+	return mem, fd, nil
+}
+
 func (p *outPool) broadcast() {
 	p.mu.Lock()
 	close(p.changed)
@@ -279,8 +368,21 @@ func (c *Conn) unrefOut(s *outSection) {
 	gone := s.refs == 0 && p.secs[s.id] != s
 	p.mu.Unlock()
 	if gone {
-		_ = sys.Munmap(s.mem)
+		s.unmap()
 	}
+}
+
+// lend marks b as sent to the peer, who may release it from now on. It is
+// called before the message is written: the peer may release it before
+// the write returns.
+func (c *Conn) lend(b buffer) {
+	p := c.out
+	p.mu.Lock()
+	if u, ok := b.sec.used[b.off]; ok {
+		u.lent = true
+		b.sec.used[b.off] = u
+	}
+	p.mu.Unlock()
 }
 
 // freeBuffer returns an extent to its section: released by the peer
@@ -297,13 +399,14 @@ func (c *Conn) freeBuffer(id uint32, off, n int64, fromPeer bool) error {
 		return nil
 	}
 	need := alignUp(max(n, 1), sectionAlign)
-	if got, ok := s.used[off]; !ok || got != need {
+	if got, ok := s.used[off]; !ok || got.n != need || (fromPeer && !got.lent) {
 		p.mu.Unlock()
 		return protocolErrorf("release of section %d [%d, +%d) that was not lent", id, off, n)
 	}
 	s.give(off, need)
-	if s.idle() && s.size > keepSectionSize {
-		// Give large sections' memory back at once. Dropping writes to
+	if s.idle() && (s.size > keepSectionSize || proc.pressed()) {
+		// Give large sections' memory back at once, and any section's
+		// when sends of this process wait for memory. Dropping writes to
 		// the socket, which the reader (our caller) must never wait on.
 		delete(p.secs, id)
 		p.mu.Unlock()
@@ -324,15 +427,15 @@ func (c *Conn) closeOut() {
 	secs := p.secs
 	p.secs = map[uint32]*outSection{}
 	p.total = 0
-	var unmap [][]byte
+	var unmap []*outSection
 	for _, s := range secs {
 		if s.refs == 0 {
-			unmap = append(unmap, s.mem)
+			unmap = append(unmap, s)
 		}
 	}
 	p.mu.Unlock()
-	for _, m := range unmap {
-		_ = sys.Munmap(m)
+	for _, s := range unmap {
+		s.unmap()
 	}
 	p.broadcast()
 }
@@ -340,12 +443,45 @@ func (c *Conn) closeOut() {
 // inSection is a peer's section mapped read-only.
 type inSection struct {
 	id   uint32
-	mem  []byte
+	m    *peerMap
 	size int64
 	refs int // payloads being read or held as Views
+	// lent are the extents the peer's messages reference and we have not
+	// released, sorted by offset, never overlapping.
+	lent []span
+	gone bool // dropped by the peer, or the connection ended
 }
 
-// inPool holds the sections the peer lent us.
+func (s *inSection) mem() []byte { return s.m.mem }
+
+// lend records a reference to [off, off+n) unless it overlaps one still
+// lent: a sender lends each byte of its memory once at a time, so a peer
+// cannot make us copy or hold one buffer many times over.
+func (s *inSection) lend(off, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	i := sort.Search(len(s.lent), func(i int) bool { return s.lent[i].off+s.lent[i].n > off })
+	if i < len(s.lent) && s.lent[i].off < off+n {
+		return protocolErrorf("reference [%d, +%d) to section %d overlaps [%d, +%d), lent and not yet released", off, n, s.id, s.lent[i].off, s.lent[i].n)
+	}
+	s.lent = slices.Insert(s.lent, i, span{off, n})
+	return nil
+}
+
+func (s *inSection) unlend(off, n int64) {
+	if n == 0 {
+		return
+	}
+	i := sort.Search(len(s.lent), func(i int) bool { return s.lent[i].off >= off })
+	if i < len(s.lent) && s.lent[i] == (span{off, n}) {
+		s.lent = slices.Delete(s.lent, i, i+1)
+	}
+}
+
+// inPool holds the sections the peer lent us. total counts the bytes of
+// its sections and granted regions mapped for this connection, from the
+// moment they are announced until they are unmapped.
 type inPool struct {
 	mu     sync.Mutex
 	secs   map[uint32]*inSection
@@ -362,27 +498,37 @@ func newInPool(limit int64) *inPool {
 	return &inPool{secs: make(map[uint32]*inSection), limit: limit}
 }
 
+// reserve counts size bytes of the peer's memory against MaxSectionBytes.
+func (p *inPool) reserve(what string, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if size > p.limit-p.total {
+		return protocolErrorf("peer exceeded MaxSectionBytes (%d): %s of %d bytes with %d mapped", p.limit, what, size, p.total)
+	}
+	p.total += size
+	return nil
+}
+
+func (p *inPool) unreserve(size int64) {
+	p.mu.Lock()
+	p.total -= size
+	p.mu.Unlock()
+}
+
 // addSection validates and maps a section the peer handed us. fd stays
 // owned by the caller.
 func (c *Conn) addSection(h *wire.Header, fd int) error {
+	if c.lim.recvSections == 0 {
+		return protocolErrorf("section message, but sections are disabled on this side")
+	}
 	if h.ID > 1<<32-1 {
 		return protocolErrorf("section id %d out of range", h.ID)
 	}
 	id := uint32(h.ID)
 	size := h.Aux64
-	seals, err := sys.GetSeals(fd)
-	if err != nil {
-		return protocolErrorf("section %d is not a sealable memfd: %v", id, err)
-	}
-	if seals&requiredSeals != requiredSeals {
-		return protocolErrorf("section %d is not sealed against shrinking, growing and reseal (seals %#x)", id, seals)
-	}
-	got, err := sys.FileSize(fd)
-	if err != nil {
-		return protocolErrorf("section %d: %v", id, err)
-	}
-	if size == 0 || uint64(got) != size {
-		return protocolErrorf("section %d is %d bytes, announced %d", id, got, size)
+	what := fmt.Sprintf("section %d", id)
+	if err := checkPeerMemory(what, fd, size, requiredSeals, true); err != nil {
+		return err
 	}
 	p := c.in
 	p.mu.Lock()
@@ -398,22 +544,26 @@ func (c *Conn) addSection(h *wire.Header, fd int) error {
 		return protocolErrorf("peer exceeded %d sections", maxSections)
 	case size > uint64(p.limit-p.total):
 		p.mu.Unlock()
-		return protocolErrorf("peer exceeded MaxSectionBytes (%d): section %d of %d bytes with %d in use", p.limit, id, size, p.total)
+		return protocolErrorf("peer exceeded MaxSectionBytes (%d): section %d of %d bytes with %d mapped", p.limit, id, size, p.total)
 	}
 	p.total += int64(size) // reserve before mapping outside the lock
+	// Claim the id too, so that a second announcement is refused.
+	s := &inSection{id: id, size: int64(size)}
+	p.secs[id] = s
 	p.mu.Unlock()
-	mem, err := sys.Mmap(fd, int(size), sys.ProtRead)
+	m, err := proc.mapShared(what, fd, int64(size))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
+		delete(p.secs, id)
 		p.total -= int64(size)
-		return fmt.Errorf("alpc: mapping peer section %d: %w", id, err)
+		return err
 	}
+	s.m = m
 	if p.closed {
-		_ = sys.Munmap(mem)
+		proc.unmapShared(m)
 		return nil
 	}
-	p.secs[id] = &inSection{id: id, mem: mem, size: int64(size)}
 	return nil
 }
 
@@ -424,7 +574,7 @@ type sectionPayload struct {
 }
 
 func (sp *sectionPayload) bytes() []byte {
-	return sp.sec.mem[sp.ext.Offset : sp.ext.Offset+sp.ext.Length : sp.ext.Offset+sp.ext.Length]
+	return sp.sec.mem()[sp.ext.Offset : sp.ext.Offset+sp.ext.Length : sp.ext.Offset+sp.ext.Length]
 }
 
 // resolve validates a SectionRef from a message and takes a reference on
@@ -441,23 +591,31 @@ func (c *Conn) resolve(payload []byte) (*sectionPayload, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.secs[ref.Section]
-	if s == nil {
+	if s == nil || s.m == nil {
 		return nil, protocolErrorf("reference to unknown section %d", ref.Section)
 	}
 	if !wire.CheckExtent(ref.Offset, ref.Length, uint64(s.size)) {
 		return nil, protocolErrorf("reference [%d, +%d) outside section %d of %d bytes", ref.Offset, ref.Length, ref.Section, s.size)
 	}
+	if err := s.lend(int64(ref.Offset), int64(ref.Length)); err != nil {
+		return nil, err
+	}
 	s.refs++
 	return &sectionPayload{sec: s, ext: wire.Extent(ref)}, nil
 }
 
-// done releases a section payload: drops the local reference and returns
-// the buffer to the peer.
+// releasePayload releases a section payload: drops the local reference and
+// returns the buffer to the peer.
 func (c *Conn) releasePayload(sp *sectionPayload) {
 	p := c.in
 	p.mu.Lock()
-	sp.sec.refs--
-	unmap := sp.sec.refs == 0 && p.secs[sp.sec.id] != sp.sec
+	s := sp.sec
+	s.refs--
+	s.unlend(int64(sp.ext.Offset), int64(sp.ext.Length))
+	unmap := s.refs == 0 && s.gone
+	if unmap && !p.closed {
+		p.total -= s.size
+	}
 	send := !p.closed
 	if send {
 		p.pending = append(p.pending, sp.ext)
@@ -469,7 +627,7 @@ func (c *Conn) releasePayload(sp *sectionPayload) {
 	}
 	p.mu.Unlock()
 	if unmap {
-		_ = sys.Munmap(sp.sec.mem)
+		proc.unmapShared(s.m)
 	}
 	if send {
 		c.flushReleases()
@@ -518,15 +676,16 @@ func (c *Conn) closeIn() {
 	p.closed = true
 	secs := p.secs
 	p.secs = map[uint32]*inSection{}
-	var unmap [][]byte
+	var unmap []*peerMap
 	for _, s := range secs {
-		if s.refs == 0 {
-			unmap = append(unmap, s.mem)
+		s.gone = true
+		if s.refs == 0 && s.m != nil {
+			unmap = append(unmap, s.m)
 		}
 	}
 	p.mu.Unlock()
 	for _, m := range unmap {
-		_ = sys.Munmap(m)
+		proc.unmapShared(m)
 	}
 }
 
@@ -550,21 +709,25 @@ func (c *Conn) receiveRelease(payload []byte) error {
 // errReleased is the panic value for use of a released View or Loan.
 var errReleased = errors.New("alpc: use of a released buffer")
 
-// receiveDrop retires a section the peer will not reference again.
+// receiveDrop retires a section the peer will not reference again. A
+// sender drops only sections we released every buffer of: a drop of a
+// section still lent (its mapping in use here) is a lie.
 func (c *Conn) receiveDrop(id uint64) error {
 	p := c.in
 	p.mu.Lock()
 	s := p.secs[uint32(id)]
-	if id > 1<<32-1 || s == nil {
+	if id > 1<<32-1 || s == nil || s.m == nil {
 		p.mu.Unlock()
 		return protocolErrorf("drop of unknown section %d", id)
 	}
-	delete(p.secs, s.id)
-	p.total -= s.size
-	unmap := s.refs == 0
-	p.mu.Unlock()
-	if unmap {
-		_ = sys.Munmap(s.mem)
+	if s.refs > 0 {
+		p.mu.Unlock()
+		return protocolErrorf("drop of section %d while %d of its buffers are still lent", id, s.refs)
 	}
+	delete(p.secs, s.id)
+	s.gone = true
+	p.total -= s.size
+	p.mu.Unlock()
+	proc.unmapShared(s.m)
 	return nil
 }

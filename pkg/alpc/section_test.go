@@ -215,13 +215,22 @@ func TestSenderKilledMidTransfer(t *testing.T) {
 	}
 }
 
-// sectionFD makes a memfd of size bytes with the given seals.
+// goodSeals are the seals a well-formed section carries.
+const goodSeals = requiredSeals | sys.SealFutureWrite
+
+// sectionFD makes a memfd of size bytes, every page written, with the
+// given seals.
 func sectionFD(t *testing.T, size int64, seals int) int {
 	t.Helper()
 	fd, err := sys.MemfdCreate("hostile", size)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mem, err := sys.MmapPopulate(fd, int(size), sys.ProtRead|sys.ProtWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.Munmap(mem)
 	if seals != 0 {
 		if err := sys.AddSeals(fd, seals); err != nil {
 			t.Fatal(err)
@@ -266,7 +275,7 @@ func TestHostileSections(t *testing.T) {
 	regular.Truncate(1 << 20)
 	defer regular.Close()
 
-	sealed := func() int { return sectionFD(t, 1<<20, requiredSeals) }
+	sealed := func() int { return sectionFD(t, 1<<20, goodSeals) }
 	tests := []struct {
 		name  string
 		steps []hostileStep
@@ -274,10 +283,10 @@ func TestHostileSections(t *testing.T) {
 	}{
 		{"unsealed memfd", []hostileStep{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, 0) }}}, "not sealed"},
 		{"shrinkable memfd", []hostileStep{{section(1, 1<<20), func() int { return sectionFD(t, 1<<20, sys.SealGrow|sys.SealSeal) }}}, "not sealed"},
-		{"pipe", []hostileStep{{section(1, 1<<20), func() int { r, w := pipeFDs(t); sys.Close(w); return r }}}, "not a sealable memfd"},
-		{"regular file", []hostileStep{{section(1, 1<<20), func() int { fd, _ := sys.DupCloexec(int(regular.Fd())); return fd }}}, "not a sealable memfd"},
+		{"pipe", []hostileStep{{section(1, 1<<20), func() int { r, w := pipeFDs(t); sys.Close(w); return r }}}, "not a memfd"},
+		{"regular file", []hostileStep{{section(1, 1<<20), func() int { fd, _ := sys.DupCloexec(int(regular.Fd())); return fd }}}, "not a memfd"},
 		{"smaller than claimed", []hostileStep{{section(1, 2<<20), sealed}}, "is 1048576 bytes, announced 2097152"},
-		{"over budget", []hostileStep{{section(1, 128<<20), func() int { return sectionFD(t, 128<<20, requiredSeals) }}}, "exceeded MaxSectionBytes"},
+		{"over budget", []hostileStep{{section(1, 128<<20), func() int { return sectionFD(t, 128<<20, goodSeals) }}}, "exceeded MaxSectionBytes"},
 		{"announced twice", []hostileStep{{section(1, 1<<20), sealed}, {section(1, 1<<20), sealed}}, "announced twice"},
 		{"past the end", []hostileStep{{section(1, 1<<20), sealed}, {ref(1, 1<<20, 1), nil}}, "outside section 1"},
 		{"overflowing", []hostileStep{{section(1, 1<<20), sealed}, {ref(1, 1<<64-16, 32), nil}}, "outside section 1"},
@@ -298,7 +307,7 @@ func TestHostileSections(t *testing.T) {
 		defer sys.Close(fd)
 		server := <-conns
 		defer server.Close()
-		mfd := sectionFD(t, 1<<20, requiredSeals)
+		mfd := sectionFD(t, 1<<20, goodSeals)
 		defer sys.Close(mfd)
 		if err := sys.Sendmsg(fd, section(1, 1<<20), nil, []int{mfd}, sys.MsgNoSignal); err != nil {
 			t.Fatal(err)

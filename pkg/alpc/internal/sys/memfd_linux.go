@@ -3,6 +3,9 @@ package sys
 import (
 	"errors"
 	"os"
+	"strconv"
+	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,4 +89,117 @@ func Mmap(fd int, size int, prot int) ([]byte, error) {
 // Munmap wraps munmap(2).
 func Munmap(b []byte) error {
 	return os.NewSyscallError("munmap", unix.Munmap(b))
+}
+
+// Allocate wraps fallocate(2) (mode 0) over the first size bytes of fd: every
+// page of a memfd is allocated now, charged to the calling process's memory
+// cgroup, instead of when some process first touches it.
+func Allocate(fd int, size int64) error {
+	for {
+		err := unix.Fallocate(fd, 0, 0, size)
+		if err == unix.EINTR {
+			continue
+		}
+		return os.NewSyscallError("fallocate", err)
+	}
+}
+
+// MmapPopulate is Mmap with MAP_POPULATE: the page tables are filled now,
+// so that later accesses take no page fault.
+func MmapPopulate(fd int, size int, prot int) ([]byte, error) {
+	b, err := unix.Mmap(fd, 0, size, prot, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, os.NewSyscallError("mmap", err)
+	}
+	return b, nil
+}
+
+// Filesystem kinds a memfd may live on, from fstatfs(2).
+const (
+	FSTmpfs     = unix.TMPFS_MAGIC
+	FSHugetlbfs = unix.HUGETLBFS_MAGIC
+)
+
+// FSType returns the magic number of the filesystem fd lives on.
+func FSType(fd int) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return 0, os.NewSyscallError("fstatfs", err)
+	}
+	return int64(st.Type), nil
+}
+
+// Blank replaces the pages of mapping b, in place, with private anonymous
+// zero pages (mmap(2) MAP_FIXED): whatever file b mapped is no longer
+// reachable through it, yet every address of b stays valid, so code still
+// reading or writing through b never faults. Reads take the shared zero
+// page; writes allocate private pages. Unmap b with Munmap as usual.
+func Blank(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	_, _, errno := unix.Syscall6(unix.SYS_MMAP, addr, uintptr(len(b)),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, ^uintptr(0), 0)
+	if errno != 0 {
+		return os.NewSyscallError("mmap(MAP_FIXED)", errno)
+	}
+	return nil
+}
+
+// MaxMapCount returns the kernel's per-process limit on memory mappings
+// (vm.max_map_count), or 0 if it cannot be read.
+func MaxMapCount() int {
+	b, err := os.ReadFile("/proc/sys/vm/max_map_count")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// FileID returns the device and inode numbers of fd's file.
+func FileID(fd int) (dev, ino uint64, err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, 0, os.NewSyscallError("fstat", err)
+	}
+	return st.Dev, st.Ino, nil
+}
+
+// Missing returns the offset of the first page of mapping b that is not in
+// memory (mincore(2)): a page never allocated, or swapped out. It returns
+// len(b) when every page is there.
+func Missing(b []byte) (int64, error) {
+	const window = 64 << 20 // mincore's vector: one byte per page
+	page := os.Getpagesize()
+	vec := make([]byte, min(len(b), window)/page+1)
+	for off := 0; off < len(b); off += window {
+		chunk := b[off:min(off+window, len(b))]
+		v := vec[:(len(chunk)+page-1)/page]
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(chunk))), uintptr(len(chunk)), uintptr(unsafe.Pointer(unsafe.SliceData(v))))
+		if errno != 0 {
+			return 0, os.NewSyscallError("mincore", errno)
+		}
+		for i, r := range v {
+			if r&1 == 0 {
+				return int64(off + i*page), nil
+			}
+		}
+	}
+	return int64(len(b)), nil
+}
+
+// DataEnd returns where the data that starts at off ends in fd: the
+// offset of the next hole (lseek(2) SEEK_HOLE). Pages swapped out count as
+// data; pages allocated by fallocate(2) but never written count as holes.
+func DataEnd(fd int, off int64) (int64, error) {
+	end, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, os.NewSyscallError("lseek(SEEK_HOLE)", err)
+	}
+	return end, nil
 }
