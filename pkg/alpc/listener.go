@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
@@ -144,7 +145,9 @@ func (l *Listener) open() error {
 // between open and flock (a Listener closing concurrently unlinks it).
 func (l *Listener) takeLock() error {
 	for range 10 {
-		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+		// O_NOFOLLOW: a symlink planted at the lock's path must not make
+		// us create or lock some other file.
+		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return fmt.Errorf("opening lock file: %w", err)
 		}
