@@ -422,9 +422,13 @@ func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	}
 	rr := &RemoteRegion{c: c, id: h.ID, access: access, mem: mem}
 	c.mu.Lock()
-	if c.err != nil {
+	if c.err != nil || c.regions[h.ID] != nil {
+		dup := c.err == nil
 		c.mu.Unlock()
 		rr.revoke()
+		if dup {
+			return protocolErrorf("grant %d announced twice", h.ID)
+		}
 		return nil
 	}
 	c.regions[h.ID] = rr

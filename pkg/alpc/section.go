@@ -228,22 +228,35 @@ func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 		if timeout == nil {
 			timeout, stop = c.allocWait()
 		}
-		proc.waiting(1)
-		select {
-		case <-wait:
-		case <-procWait:
-		case <-timeout:
-			proc.waiting(-1)
-			return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
-		case <-ctx.Done():
-			proc.waiting(-1)
-			return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
-		case <-c.done:
-			proc.waiting(-1)
-			return buffer{}, c.endErr()
+		if err := c.waitRoom(ctx, wait, procWait, timeout); err != nil {
+			return buffer{}, err
 		}
-		proc.waiting(-1)
 	}
+}
+
+// waitRoom waits for this connection's sections (wait) or, if procWait is
+// not nil, the process's section memory to free up, until ctx ends, the
+// connection does, or timeout fires.
+func (c *Conn) waitRoom(ctx context.Context, wait, procWait <-chan struct{}, timeout <-chan time.Time) error {
+	limit, value := "MaxSectionBytes", c.out.limit
+	if procWait != nil {
+		// While sends wait for the process's room, every connection
+		// gives back its idle sections.
+		proc.waiting(1)
+		defer proc.waiting(-1)
+		limit, value = "MaxSectionMemory", GetProcessLimits().MaxSectionMemory
+	}
+	select {
+	case <-wait:
+	case <-procWait:
+	case <-timeout:
+		return &LimitError{Limit: limit, Value: value, Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
+	case <-ctx.Done():
+		return &LimitError{Limit: limit, Value: value, Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
+	case <-c.done:
+		return c.endErr()
+	}
+	return nil
 }
 
 // takeIdle removes fully released sections from the pool until at least
