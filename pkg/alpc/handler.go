@@ -55,8 +55,11 @@ func (r *Request) Conn() *Conn { return r.conn }
 
 // Payload returns the request's bytes. They belong to the handler. A
 // payload that arrived in shared memory is copied on the first call, and the
-// memory returned to the peer when the handler returns; use View to read it
-// in place instead.
+// memory returned to the peer when the handler returns (so that what a peer
+// can make handlers copy never exceeds what it lent: MaxSectionBytes); use
+// View to read it in place instead. Until then the peer's section budget
+// counts it: a handler that waits on a large callback reply from the same
+// peer competes with its own request for that budget.
 // The copy is taken once, byte by byte: if the peer writes to its memory
 // meanwhile, the copy may mix bytes from before and after that write (it is
 // not an atomic snapshot), but it never changes afterwards, so validate the
