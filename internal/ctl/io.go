@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -123,13 +124,32 @@ func parseRights(oob []byte) ([]int, error) {
 }
 
 // Deadline applies ctx's deadline to c and makes ctx's cancellation
-// interrupt blocked reads and writes. Call the returned function when done.
+// interrupt blocked reads and writes, until the returned function is
+// called: stop then clears c's deadline, so that ctx bounds only the steps
+// between the two calls and c, if kept, lives on (a published port's
+// control connection outlives the context that bounded its publication).
 func Deadline(ctx context.Context, c *net.UnixConn) (stop func()) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
 	}
-	s := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	return func() { s() }
+	var mu sync.Mutex
+	stopped := false
+	s := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			_ = c.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	return func() {
+		s()
+		// The AfterFunc may be running: once stopped is set it sets no
+		// deadline, so the one cleared here stays cleared.
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		_ = c.SetDeadline(time.Time{})
+	}
 }
 
 // Dial connects to the SOCK_SEQPACKET socket at path.
