@@ -75,6 +75,10 @@ func TestDecodeRefuses(t *testing.T) {
 		{"huge length", mustEncodeRaw(TypePeerHello, []byte{0xff, 0xff, 0xff, 0xff})},
 		{"empty token", mustEncodeRaw(TypePeerHello, []byte{0, 0, 0, 0})},
 		{"bad utf8", mustEncodeRaw(TypeReject, append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, 0xff))},
+		// A reject reason relayed by a peer sidecar or the broker: its
+		// text is checked on receipt, not only when sent.
+		{"bad utf8 peer refusal", mustEncodeRaw(TypePeerRefused, append([]byte{byte(CodeRejected), 0, 2, 0, 0, 0}, 'a', 0xc3))},
+		{"bad utf8 broker error", mustEncodeRaw(TypeError, append([]byte{0, 0, 0, 0, 0, 0, 0, 0, byte(CodeRejected), 0, 2, 0, 0, 0}, 0xe2, 0x82))},
 		{"bad bool", mustEncodeRaw(TypePublished, append(make([]byte, 28), 2))},
 	}
 	for _, tt := range tests {
