@@ -362,3 +362,30 @@ func TestAPIServerUnreachable(t *testing.T) {
 	setAPIDown(false)
 	eventually(t, func() bool { return client.do("connect %s/echo after", c.ns)["ok"] == true })
 }
+
+// TestPublishDeadlineBoundsOnlyThePublication: a server that publishes with
+// a context deadline (as "ctx bounds only the publication" invites) keeps
+// its port past that deadline; it used to end at it ("control connection
+// ended: i/o timeout"), and clients then got "no live server". Connect's
+// deadline likewise bounds only the handshake, not the channel.
+func TestPublishDeadlineBoundsOnlyThePublication(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+
+	server.must("publish-within echo 1000")
+	r := client.must("connect-within %s/echo 1000 early", c.ns)
+	conn := int(r["conn"].(float64))
+	time.Sleep(2 * time.Second) // past both deadlines
+	if end := server.must("port-end")["end"]; end != "" {
+		t.Fatalf("the port ended after its publication's deadline: %v", end)
+	}
+	if r := client.must("connect %s/echo late", c.ns); r["reply"] != "welcome late" {
+		t.Fatalf("connect past the publication's deadline = %v", r)
+	}
+	if r := client.must("call %d past-deadline", conn); r["reply"] != "echo:past-deadline" {
+		t.Fatalf("call on a channel past its connect's deadline = %v", r)
+	}
+}
+
