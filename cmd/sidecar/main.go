@@ -102,6 +102,8 @@ func run(args []string) error {
 		TokenReviews: authn.TokenReviews(),
 		Metrics:      m,
 		Log:          log,
+
+		EndpointAnswerTimeout: cfg.endpointAnswerTimeout,
 	})
 	if err != nil {
 		return err

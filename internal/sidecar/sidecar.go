@@ -32,6 +32,10 @@ type Pod struct {
 	ServiceAccount string
 }
 
+// DefaultEndpointAnswerTimeout is Options.EndpointAnswerTimeout's default:
+// a server sidecar's first answer needs no API call, only its token file.
+const DefaultEndpointAnswerTimeout = 2 * time.Second
+
 // Options configure a Sidecar.
 type Options struct {
 	// PodSocket is the path of the pod-local control socket (required).
@@ -56,6 +60,11 @@ type Options struct {
 	// HandshakeTimeout bounds each step of brokering a connection,
 	// including the server application's answer. Defaults to 10s.
 	HandshakeTimeout time.Duration
+	// EndpointAnswerTimeout bounds the wait for a server sidecar's first
+	// answer on each endpoint a connect tries; an endpoint silent for
+	// longer is skipped. The server application's decision, which comes
+	// after, is bounded by HandshakeTimeout. Defaults to 2s.
+	EndpointAnswerTimeout time.Duration
 	// SweepInterval is how often stale node-directory entries are removed.
 	// Defaults to 30s.
 	SweepInterval time.Duration
@@ -111,6 +120,9 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if opts.EndpointAnswerTimeout == 0 {
+		opts.EndpointAnswerTimeout = DefaultEndpointAnswerTimeout
 	}
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = 30 * time.Second
