@@ -31,6 +31,8 @@ type config struct {
 	kubeconfig  string
 
 	endpointAnswerTimeout time.Duration
+	maxAppConnections     int
+	maxPeerConnections    int
 
 	podName, podNamespace, podUID, nodeName, serviceAccount string
 }
@@ -49,6 +51,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
 	fs.DurationVar(&c.endpointAnswerTimeout, "endpoint-answer-timeout", sidecar.DefaultEndpointAnswerTimeout,
 		"How long a connect waits for a server sidecar's first answer on each endpoint before skipping it (a live sidecar answers at once, with no API call; the server application's decision after it has the handshake timeout).")
+	fs.IntVar(&c.maxAppConnections, "max-app-connections", sidecar.DefaultMaxAppConnections,
+		"Most connections open at once on the pod socket (requests in progress and published ports); more are refused at once.")
+	fs.IntVar(&c.maxPeerConnections, "max-peer-connections", sidecar.DefaultMaxPeerConnections,
+		"Most connections open at once from peer sidecars on all of the pod's endpoints together; more are refused at once.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -60,6 +66,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.endpointAnswerTimeout <= 0 {
 		return nil, fmt.Errorf("--endpoint-answer-timeout must be positive, not %v", c.endpointAnswerTimeout)
+	}
+	if c.maxAppConnections <= 0 || c.maxPeerConnections <= 0 {
+		return nil, fmt.Errorf("--max-app-connections and --max-peer-connections must be positive (got %d, %d)", c.maxAppConnections, c.maxPeerConnections)
 	}
 	for name, v := range map[string]string{"--pod-socket": c.podSocket, "--node-dir": c.nodeDir, "--token-file": c.tokenFile} {
 		if v == "" {

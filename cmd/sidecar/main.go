@@ -104,6 +104,8 @@ func run(args []string) error {
 		Log:          log,
 
 		EndpointAnswerTimeout: cfg.endpointAnswerTimeout,
+		MaxAppConnections:     cfg.maxAppConnections,
+		MaxPeerConnections:    cfg.maxPeerConnections,
 	})
 	if err != nil {
 		return err

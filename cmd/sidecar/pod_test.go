@@ -430,6 +430,11 @@ func (p *podApp) do(args []string) map[string]any {
 		case <-ctx.Done():
 			return map[string]any{"ok": true, "error": "still open"}
 		}
+	case "sidecar-pid":
+		if p.sidecar == nil {
+			return map[string]any{"ok": false, "error": "no sidecar"}
+		}
+		return map[string]any{"ok": true, "pid": p.sidecar.Process.Pid}
 	case "port-end":
 		p.mu.Lock()
 		defer p.mu.Unlock()

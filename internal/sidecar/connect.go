@@ -63,7 +63,7 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	first := s.rr[key]
 	s.rr[key]++
 	s.mu.Unlock()
-	var identityErrs, reasons []error
+	var identityErrs, reasons, busy []error
 	silent := 0
 	var unverifiable *unverifiableError
 	for i := range uids {
@@ -90,6 +90,10 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 			continue
 		case errors.Is(err, errEndpointGone):
 			continue
+		case errors.Is(err, errEndpointBusy):
+			s.log.Info("server endpoint busy; trying the next", "port", key, "podUID", uid, "error", err)
+			busy = append(busy, err)
+			continue
 		case errors.Is(err, errEndpointSilent):
 			s.log.Warn("skipping a server endpoint that did not answer", "port", key, "podUID", uid, "error", err)
 			s.metrics.SilentEndpoints.Inc()
@@ -113,6 +117,9 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	}
 	if len(identityErrs) > 0 {
 		return identity.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
+	}
+	if len(busy) > 0 {
+		return identity.Identity{}, refuse(ctl.CodeLimit, "every server endpoint of %s that answered is busy: %w", key, errors.Join(busy...))
 	}
 	if len(reasons) > 0 {
 		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
@@ -156,6 +163,11 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 	switch hello.Type {
 	case ctl.TypePeerHello:
 	case ctl.TypePeerRefused:
+		if hello.Code == ctl.CodeLimit {
+			// The server sidecar has no room for another handshake now:
+			// another server of the port may.
+			return server, nil, nil, fmt.Errorf("%w: %w", errEndpointBusy, refuse(hello.Code, "%s", hello.Reason))
+		}
 		return server, nil, nil, refuse(hello.Code, "%s", hello.Reason)
 	default:
 		return server, nil, nil, fmt.Errorf("%w: endpoint opened with a %v message", errServerIdentity, hello.Type)

@@ -55,6 +55,10 @@ var errEndpointGone = errors.New("server endpoint went away")
 // answer within EndpointAnswerTimeout: not a live server sidecar.
 var errEndpointSilent = errors.New("server endpoint did not answer")
 
+// errEndpointBusy marks a server endpoint whose sidecar refused the
+// connection for want of room (MaxPeerConnections).
+var errEndpointBusy = errors.New("server endpoint busy")
+
 // codeOf returns the code a requester receives for err.
 func codeOf(err error) ctl.Code {
 	var r *refusal
