@@ -50,6 +50,11 @@ func Write(c *net.UnixConn, m *Message, f *os.File) error {
 // does not carry one, or with a malformed message, are closed and the
 // message refused with an error matching ErrMalformed.
 func Read(c *net.UnixConn) (*Message, *os.File, error) {
+	// Wait for a message before allocating its buffer: a connection that
+	// sends nothing (a flood of idle ones) costs no 64 KiB buffer.
+	if err := waitReadable(c); err != nil {
+		return nil, nil, err
+	}
 	buf := make([]byte, MaxDatagram+1)
 	oob := make([]byte, syscall.CmsgSpace(4*maxFDs))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
@@ -89,6 +94,26 @@ func Read(c *net.UnixConn) (*Message, *os.File, error) {
 		f = os.NewFile(uintptr(fds[0]), "kalpc-channel")
 	}
 	return m, f, nil
+}
+
+// waitReadable waits, within c's deadline, until a datagram (or the end,
+// or an error) is ready on c, without receiving it.
+func waitReadable(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var peek [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
+	if err != nil {
+		// As ReadMsgUnix would report it (errors.Is still sees a deadline
+		// or a closed connection).
+		return &net.OpError{Op: "read", Net: "unixpacket", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	return nil
 }
 
 func parseRights(oob []byte) ([]int, error) {
