@@ -144,8 +144,10 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 	stopHello := ctl.Deadline(helloCtx, pc)
 	hello, f, err := ctl.Read(pc)
 	stopHello()
-	silent := helloCtx.Err() != nil && ctx.Err() == nil
 	cancel()
+	// The socket's deadline may pass a moment before helloCtx's timer
+	// fires: the error says which ended the wait.
+	silent := errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil
 	if f != nil {
 		_ = f.Close()
 	}
