@@ -104,16 +104,12 @@ func waitReadable(c *net.UnixConn) error {
 		return err
 	}
 	var peek [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	// A deadline or a closed connection comes back as a *net.OpError
+	// ("raw-read"), as ReadMsgUnix would report it.
+	return rc.Read(func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		return err != syscall.EAGAIN
 	})
-	if err != nil {
-		// As ReadMsgUnix would report it (errors.Is still sees a deadline
-		// or a closed connection).
-		return &net.OpError{Op: "read", Net: "unixpacket", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
-	}
-	return nil
 }
 
 func parseRights(oob []byte) ([]int, error) {
