@@ -36,10 +36,11 @@ type Pod struct {
 // a server sidecar's first answer needs no API call, only its token file.
 const DefaultEndpointAnswerTimeout = 2 * time.Second
 
-// Defaults of the connection bounds. Each connection costs the sidecar a
-// goroutine and buffers (about 24 KiB resident, a 64 KiB read buffer while
-// it waits for a message): 64 + 256 connections hold at most about 20 MiB
-// of the sidecar's 128 Mi limit.
+// Defaults of the connection bounds. Each connection held costs the
+// sidecar a goroutine, a socket and timers (about 24 KiB resident while it
+// waits for a message; its 64 KiB read buffer only while one is read):
+// 64 + 256 connections hold about 8 MiB of the sidecar's 128 Mi limit
+// (TestIdleConnectionFloodIsBounded measures it).
 const (
 	// DefaultMaxAppConnections is MaxAppConnections' default: a pod's
 	// applications publish a few ports and run a few connects at once.
