@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/internal/sidecar"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
 )
@@ -90,6 +91,29 @@ func TestIdleConnectionFloodIsBounded(t *testing.T) {
 	}
 	if fdsDuring > fdsBefore+held+8 {
 		t.Errorf("sidecar holds %d fds during the flood, %d before; want at most %d more", fdsDuring, fdsBefore, held)
+	}
+
+	// One more on each listener is refused at once, with the limit code.
+	for _, tc := range []struct {
+		what string
+		dial func() (*net.UnixConn, error)
+		want ctl.Type
+	}{
+		{"endpoint", func() (*net.UnixConn, error) { return nodedir.Dial(t.Context(), endpoint) }, ctl.TypePeerRefused},
+		{"pod socket", func() (*net.UnixConn, error) {
+			return net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: podSocket, Net: "unixpacket"})
+		}, ctl.TypeError},
+	} {
+		c, err := tc.dial()
+		if err != nil {
+			t.Fatalf("dialing the %s once more: %v", tc.what, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, _, err := ctl.Read(c)
+		_ = c.Close()
+		if err != nil || m.Type != tc.want || m.Code != ctl.CodeLimit {
+			t.Fatalf("one more connection to the %s got %+v, %v; want a %v with the limit code at once", tc.what, m, err, tc.want)
+		}
 	}
 
 	// While the attacker holds every endpoint slot, a good client gets a
