@@ -36,8 +36,8 @@ func TestIdleConnectionFloodIsBounded(t *testing.T) {
 	server := c.newPod("server", "server", map[string]string{"app": "echo"})
 	client := c.newPod("client", "client", nil)
 	server.must("publish echo")
-	client.must("connect %s/echo warm-up", c.ns) // API connections and caches in place
-	server.must("metrics")                       // and the metrics connection
+	warm := int(client.must("connect %s/echo warm-up", c.ns)["conn"].(float64)) // API connections and caches in place
+	server.must("metrics")                                                      // and the metrics connection
 	pid := int(server.must("sidecar-pid")["pid"].(float64))
 	fdsBefore, rssBefore := sidecarFDs(t, pid), vmRSS(t, pid)
 
@@ -91,6 +91,11 @@ func TestIdleConnectionFloodIsBounded(t *testing.T) {
 	}
 	if fdsDuring > fdsBefore+held+8 {
 		t.Errorf("sidecar holds %d fds during the flood, %d before; want at most %d more", fdsDuring, fdsBefore, held)
+	}
+
+	// Channels already brokered do not go through the sidecar at all.
+	if r := client.must("call %d during-flood", warm); r["reply"] != "echo:during-flood" {
+		t.Fatalf("call on an established channel during the flood = %v", r)
 	}
 
 	// One more on each listener is refused at once, with the limit code.
