@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/kalpc/kalpc/internal/sidecar"
 )
 
 // Environment variables the operator sets from the downward API.
@@ -27,6 +30,10 @@ type config struct {
 	logLevel    slog.Level
 	kubeconfig  string
 
+	endpointAnswerTimeout time.Duration
+	maxAppConnections     int
+	maxPeerConnections    int
+
 	podName, podNamespace, podUID, nodeName, serviceAccount string
 }
 
@@ -42,6 +49,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint and of /debug/connections; 0 disables both.")
 	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
+	fs.DurationVar(&c.endpointAnswerTimeout, "endpoint-answer-timeout", sidecar.DefaultEndpointAnswerTimeout,
+		"How long a connect waits for a server sidecar's first answer on each endpoint before skipping it (a live sidecar answers at once, with no API call; the server application's decision after it has the handshake timeout).")
+	fs.IntVar(&c.maxAppConnections, "max-app-connections", sidecar.DefaultMaxAppConnections,
+		"Most connections open at once on the pod socket (requests in progress and published ports); more are refused at once.")
+	fs.IntVar(&c.maxPeerConnections, "max-peer-connections", sidecar.DefaultMaxPeerConnections,
+		"Most connections open at once from peer sidecars on all of the pod's endpoints together; more are refused at once.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -50,6 +63,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", *level)
+	}
+	if c.endpointAnswerTimeout <= 0 {
+		return nil, fmt.Errorf("--endpoint-answer-timeout must be positive, not %v", c.endpointAnswerTimeout)
+	}
+	if c.maxAppConnections <= 0 || c.maxPeerConnections <= 0 {
+		return nil, fmt.Errorf("--max-app-connections and --max-peer-connections must be positive (got %d, %d)", c.maxAppConnections, c.maxPeerConnections)
 	}
 	for name, v := range map[string]string{"--pod-socket": c.podSocket, "--node-dir": c.nodeDir, "--token-file": c.tokenFile} {
 		if v == "" {

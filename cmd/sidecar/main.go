@@ -102,6 +102,10 @@ func run(args []string) error {
 		TokenReviews: authn.TokenReviews(),
 		Metrics:      m,
 		Log:          log,
+
+		EndpointAnswerTimeout: cfg.endpointAnswerTimeout,
+		MaxAppConnections:     cfg.maxAppConnections,
+		MaxPeerConnections:    cfg.maxPeerConnections,
 	})
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ type podApp struct {
 	port     *alpc.Port
 	publish  context.CancelFunc
 	deaf     []*net.UnixConn // control connections of publish-deaf
+	portEnd  string          // why a publish-within port ended
 }
 
 // runPod is the main function of a pod process.
@@ -238,9 +239,17 @@ var clientHandler = alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request
 
 // publishLoop publishes name and keeps it published: when the broker goes
 // away (sidecar restart), it publishes again, as a resilient server should.
-func (p *podApp) publishLoop(ctx context.Context, name string, first chan<- error) {
+// With within > 0, Publish is bounded by a context with that deadline, which
+// must bound only the publication, not the port's life; the port is then
+// published once, and its end (with the error) is recorded in portEnd.
+func (p *podApp) publishLoop(ctx context.Context, name string, within time.Duration, first chan<- error) {
 	for ctx.Err() == nil {
-		port, err := alpc.Publish(ctx, name, &alpc.Config{Handler: serverHandler})
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if within > 0 {
+			pctx, cancel = context.WithTimeout(ctx, within)
+		}
+		port, err := alpc.Publish(pctx, name, &alpc.Config{Handler: serverHandler})
+		cancel()
 		if first != nil {
 			first <- err
 			first = nil
@@ -278,6 +287,13 @@ func (p *podApp) publishLoop(ctx context.Context, name string, first chan<- erro
 			p.mu.Unlock()
 		}
 		_ = port.Close()
+		if within > 0 {
+			_, err := port.Accept(ctx)
+			p.mu.Lock()
+			p.portEnd = err.Error()
+			p.mu.Unlock()
+			return
+		}
 	}
 }
 
@@ -298,10 +314,19 @@ func (p *podApp) do(args []string) map[string]any {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	switch args[0] {
-	case "publish":
+	case "publish", "publish-within":
+		// publish-within <port> <ms>: Publish with a context deadline.
+		var within time.Duration
+		if args[0] == "publish-within" {
+			ms, err := strconv.Atoi(args[2])
+			if err != nil {
+				return errResult(err)
+			}
+			within = time.Duration(ms) * time.Millisecond
+		}
 		pctx, stop := context.WithCancel(context.Background())
 		first := make(chan error, 1)
-		go p.publishLoop(pctx, args[1], first)
+		go p.publishLoop(pctx, args[1], within, first)
 		if err := <-first; err != nil {
 			stop()
 			return errResult(err)
@@ -344,20 +369,35 @@ func (p *podApp) do(args []string) map[string]any {
 		p.publish()
 		p.publish = nil
 		return map[string]any{"ok": true}
-	case "connect":
+	case "connect", "connect-within":
+		// connect-within <port> <ms> [msg]: Connect with that deadline.
+		if args[0] == "connect-within" {
+			ms, err := strconv.Atoi(args[2])
+			if err != nil {
+				return errResult(err)
+			}
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), time.Duration(ms)*time.Millisecond)
+			defer cancel()
+			args = append(args[:2], args[3:]...)
+		}
 		msg := ""
 		if len(args) > 2 {
 			msg = args[2]
 		}
+		start := time.Now()
 		c, err := alpc.Connect(ctx, args[1], []byte(msg), &alpc.Config{Handler: clientHandler})
+		took := time.Since(start).Seconds()
 		if err != nil {
-			return errResult(err)
+			r := errResult(err)
+			r["seconds"] = took
+			return r
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, c)
 		n := len(p.conns) - 1
 		p.mu.Unlock()
-		return map[string]any{"ok": true, "conn": n, "reply": string(c.AcceptMessage()), "inline": c.Limits().InlineLimit}
+		return map[string]any{"ok": true, "conn": n, "reply": string(c.AcceptMessage()), "inline": c.Limits().InlineLimit, "seconds": took}
 	case "call":
 		c, err := p.conn(args[1])
 		if err != nil {
@@ -390,6 +430,15 @@ func (p *podApp) do(args []string) map[string]any {
 		case <-ctx.Done():
 			return map[string]any{"ok": true, "error": "still open"}
 		}
+	case "sidecar-pid":
+		if p.sidecar == nil {
+			return map[string]any{"ok": false, "error": "no sidecar"}
+		}
+		return map[string]any{"ok": true, "pid": p.sidecar.Process.Pid}
+	case "port-end":
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return map[string]any{"ok": true, "end": p.portEnd}
 	case "incoming":
 		p.mu.Lock()
 		defer p.mu.Unlock()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -93,4 +94,38 @@ func dirOf(endpoint string) string {
 		d = filepath.Dir(d)
 	}
 	return d
+}
+
+// plantSilent plants an endpoint at path that accepts connections and
+// never answers (holding them open until the test ends).
+func plantSilent(t *testing.T, path string) {
+	t.Helper()
+	l, err := nodedir.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
 }

@@ -362,3 +362,72 @@ func TestAPIServerUnreachable(t *testing.T) {
 	setAPIDown(false)
 	eventually(t, func() bool { return client.do("connect %s/echo after", c.ns)["ok"] == true })
 }
+
+// TestPublishDeadlineBoundsOnlyThePublication: a server that publishes with
+// a context deadline (as "ctx bounds only the publication" invites) keeps
+// its port past that deadline; it used to end at it ("control connection
+// ended: i/o timeout"), and clients then got "no live server". Connect's
+// deadline likewise bounds only the handshake, not the channel.
+func TestPublishDeadlineBoundsOnlyThePublication(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+
+	server.must("publish-within echo 1000")
+	r := client.must("connect-within %s/echo 1000 early", c.ns)
+	conn := int(r["conn"].(float64))
+	time.Sleep(2 * time.Second) // past both deadlines
+	if end := server.must("port-end")["end"]; end != "" {
+		t.Fatalf("the port ended after its publication's deadline: %v", end)
+	}
+	if r := client.must("connect %s/echo late", c.ns); r["reply"] != "welcome late" {
+		t.Fatalf("connect past the publication's deadline = %v", r)
+	}
+	if r := client.must("call %d past-deadline", conn); r["reply"] != "echo:past-deadline" {
+		t.Fatalf("call on a channel past its connect's deadline = %v", r)
+	}
+}
+
+// TestPlantedSilentEndpointIsSkippedQuickly: an endpoint planted in the
+// node directory that accepts and never answers used to hold a connect for
+// the client sidecar's whole budget (3 × the 10 s handshake timeout; the
+// application's own 20 s context ran out first). Each endpoint's first
+// answer now has its own bound (--endpoint-answer-timeout, 2 s): the
+// connect skips the silent endpoint and reaches the real server, and with
+// the silent one alone it fails quickly with "no server" naming it.
+func TestPlantedSilentEndpointIsSkippedQuickly(t *testing.T) {
+	c := newCluster(t)
+	c.port("echo", echoPortSpec("client"))
+	server := c.newPod("server", "server", map[string]string{"app": "echo"})
+	client := c.newPod("client", "client", nil)
+	dir := nodedir.Dir{Root: c.nodeDir}
+	plantSilent(t, dir.EndpointPath(c.ns, "echo", "0badc0de-0000-4000-8000-000000000001"))
+
+	server.must("publish echo")
+	// Round robin over two endpoints: of two connects, one tries the
+	// silent endpoint first.
+	slowest := 0.0
+	for i := range 2 {
+		r := client.must("connect %s/echo n%d", c.ns, i)
+		if r["reply"] != fmt.Sprintf("welcome n%d", i) {
+			t.Fatalf("connect %d: %v", i, r)
+		}
+		slowest = max(slowest, r["seconds"].(float64))
+	}
+	t.Logf("slowest connect with a silent endpoint beside the server: %.2fs", slowest)
+	if slowest > 5 {
+		t.Fatalf("a connect took %.1fs with a silent endpoint planted; want under 5s", slowest)
+	}
+	if m := client.must("metrics")["metrics"].(string); !strings.Contains(m, "kalpc_sidecar_silent_endpoints_total 1") {
+		t.Errorf("client metrics do not count the silent endpoint once:\n%s", m)
+	}
+
+	server.must("unpublish")
+	waitGone(t, dir.EndpointPath(c.ns, "echo", server.uid))
+	r := client.fails("no_server", "connect %s/echo alone", c.ns)
+	t.Logf("connect with only a silent endpoint: %.2fs: %v", r["seconds"], r["error"])
+	if r["seconds"].(float64) > 5 || !strings.Contains(r["error"].(string), "did not answer within 2s") {
+		t.Fatalf("connect with only a silent endpoint = %v; want a quick 'no server' naming the silent endpoint", r)
+	}
+}

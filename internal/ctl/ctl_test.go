@@ -2,11 +2,13 @@ package ctl
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -73,6 +75,10 @@ func TestDecodeRefuses(t *testing.T) {
 		{"huge length", mustEncodeRaw(TypePeerHello, []byte{0xff, 0xff, 0xff, 0xff})},
 		{"empty token", mustEncodeRaw(TypePeerHello, []byte{0, 0, 0, 0})},
 		{"bad utf8", mustEncodeRaw(TypeReject, append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}, 0xff))},
+		// A reject reason relayed by a peer sidecar or the broker: its
+		// text is checked on receipt, not only when sent.
+		{"bad utf8 peer refusal", mustEncodeRaw(TypePeerRefused, append([]byte{byte(CodeRejected), 0, 2, 0, 0, 0}, 'a', 0xc3))},
+		{"bad utf8 broker error", mustEncodeRaw(TypeError, append([]byte{0, 0, 0, 0, 0, 0, 0, 0, byte(CodeRejected), 0, 2, 0, 0, 0}, 0xe2, 0x82))},
 		{"bad bool", mustEncodeRaw(TypePublished, append(make([]byte, 28), 2))},
 	}
 	for _, tt := range tests {
@@ -184,4 +190,39 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestDeadlineEndsWithStop: a context bounds a control connection only
+// until Deadline's stop; a connection kept afterwards (a published port's)
+// must not end at the context's deadline.
+func TestDeadlineEndsWithStop(t *testing.T) {
+	a, b := pair(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	stop := Deadline(ctx, a)
+	if err := Write(b, &Message{Type: TypePublished}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Read(a); err != nil {
+		t.Fatalf("read within the deadline: %v", err)
+	}
+	stop()
+	<-ctx.Done()
+	time.Sleep(100 * time.Millisecond) // past the deadline, and any AfterFunc
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_ = Write(b, &Message{Type: TypeClosed, ID: 1}, nil)
+	}()
+	if m, _, err := Read(a); err != nil || m.Type != TypeClosed {
+		t.Fatalf("read after stop, past the context's deadline = %v, %v; want the message", m, err)
+	}
+
+	// Before stop, cancellation still interrupts a blocked read.
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	stop2 := Deadline(ctx2, a)
+	defer stop2()
+	time.AfterFunc(50*time.Millisecond, cancel2)
+	if _, _, err := Read(a); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read interrupted by cancellation = %v; want a deadline error", err)
+	}
 }

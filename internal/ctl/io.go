@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -49,6 +50,11 @@ func Write(c *net.UnixConn, m *Message, f *os.File) error {
 // does not carry one, or with a malformed message, are closed and the
 // message refused with an error matching ErrMalformed.
 func Read(c *net.UnixConn) (*Message, *os.File, error) {
+	// Wait for a message before allocating its buffer: a connection that
+	// sends nothing (a flood of idle ones) costs no 64 KiB buffer.
+	if err := waitReadable(c); err != nil {
+		return nil, nil, err
+	}
 	buf := make([]byte, MaxDatagram+1)
 	oob := make([]byte, syscall.CmsgSpace(4*maxFDs))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
@@ -90,6 +96,22 @@ func Read(c *net.UnixConn) (*Message, *os.File, error) {
 	return m, f, nil
 }
 
+// waitReadable waits, within c's deadline, until a datagram (or the end,
+// or an error) is ready on c, without receiving it.
+func waitReadable(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var peek [1]byte
+	// A deadline or a closed connection comes back as a *net.OpError
+	// ("raw-read"), as ReadMsgUnix would report it.
+	return rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
+}
+
 func parseRights(oob []byte) ([]int, error) {
 	if len(oob) == 0 {
 		return nil, nil
@@ -123,13 +145,32 @@ func parseRights(oob []byte) ([]int, error) {
 }
 
 // Deadline applies ctx's deadline to c and makes ctx's cancellation
-// interrupt blocked reads and writes. Call the returned function when done.
+// interrupt blocked reads and writes, until the returned function is
+// called: stop then clears c's deadline, so that ctx bounds only the steps
+// between the two calls and c, if kept, lives on (a published port's
+// control connection outlives the context that bounded its publication).
 func Deadline(ctx context.Context, c *net.UnixConn) (stop func()) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(d)
 	}
-	s := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	return func() { s() }
+	var mu sync.Mutex
+	stopped := false
+	s := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			_ = c.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	return func() {
+		s()
+		// The AfterFunc may be running: once stopped is set it sets no
+		// deadline, so the one cleared here stays cleared.
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		_ = c.SetDeadline(time.Time{})
+	}
 }
 
 // Dial connects to the SOCK_SEQPACKET socket at path.

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 )
 
 // acceptApps serves the pod socket.
@@ -19,10 +20,17 @@ func (s *Sidecar) acceptApps() {
 			}
 			return
 		}
+		select {
+		case s.appSlots <- struct{}{}:
+		default:
+			s.refuseConn(c, metrics.ListenerPod, s.opts.MaxAppConnections)
+			continue
+		}
 		s.track(c, true)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer func() { <-s.appSlots }()
 			defer s.track(c, false)
 			defer c.Close()
 			s.serveApp(c)

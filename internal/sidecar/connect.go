@@ -63,7 +63,8 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	first := s.rr[key]
 	s.rr[key]++
 	s.mu.Unlock()
-	var identityErrs, reasons []error
+	var identityErrs, reasons, busy []error
+	silent := 0
 	var unverifiable *unverifiableError
 	for i := range uids {
 		uid := uids[(int(first)+i)%len(uids)]
@@ -89,6 +90,15 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 			continue
 		case errors.Is(err, errEndpointGone):
 			continue
+		case errors.Is(err, errEndpointBusy):
+			s.log.Info("server endpoint busy; trying the next", "port", key, "podUID", uid, "error", err)
+			busy = append(busy, err)
+			continue
+		case errors.Is(err, errEndpointSilent):
+			s.log.Warn("skipping a server endpoint that did not answer", "port", key, "podUID", uid, "error", err)
+			s.metrics.SilentEndpoints.Inc()
+			silent++
+			continue
 		case codeOf(err) == ctl.CodeNoServer:
 			// That server is being unpublished or its application went
 			// away (a rolling update): another server may take us.
@@ -108,8 +118,14 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 	if len(identityErrs) > 0 {
 		return identity.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
 	}
+	if len(busy) > 0 {
+		return identity.Identity{}, refuse(ctl.CodeLimit, "every server endpoint of %s that answered is busy: %w", key, errors.Join(busy...))
+	}
 	if len(reasons) > 0 {
 		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
+	}
+	if silent > 0 {
+		return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s (%d endpoint(s) did not answer within %v)", key, s.opts.Pod.NodeName, silent, s.opts.EndpointAnswerTimeout)
 	}
 	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s", key, s.opts.Pod.NodeName)
 }
@@ -119,21 +135,41 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 // has been verified.
 func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid string, msg []byte) (identity.Identity, *ctl.Message, *os.File, error) {
 	var server identity.Identity
-	stop := ctl.Deadline(ctx, pc)
-	defer stop()
+	// A server sidecar answers at once (its hello needs no API call), so
+	// the first answer has its own short bound: an endpoint that accepts
+	// and stays silent (planted, or a hung process) costs this, not the
+	// whole connect budget. Once the server sidecar has proved itself, the
+	// rest (the server application's decision) may take the budget.
+	helloCtx, cancel := context.WithTimeout(ctx, s.opts.EndpointAnswerTimeout)
+	stopHello := ctl.Deadline(helloCtx, pc)
 	hello, f, err := ctl.Read(pc)
+	stopHello()
+	cancel()
+	// The socket's deadline may pass a moment before helloCtx's timer
+	// fires: the error says which ended the wait.
+	silent := errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil
 	if f != nil {
 		_ = f.Close()
 	}
 	if err != nil {
-		if errors.Is(err, ctl.ErrMalformed) {
+		switch {
+		case errors.Is(err, ctl.ErrMalformed):
 			return server, nil, nil, fmt.Errorf("%w: %w", errServerIdentity, err)
+		case silent:
+			return server, nil, nil, fmt.Errorf("%w: no answer within %v", errEndpointSilent, s.opts.EndpointAnswerTimeout)
 		}
 		return server, nil, nil, fmt.Errorf("%w: %w", errEndpointGone, err)
 	}
+	stop := ctl.Deadline(ctx, pc)
+	defer stop()
 	switch hello.Type {
 	case ctl.TypePeerHello:
 	case ctl.TypePeerRefused:
+		if hello.Code == ctl.CodeLimit {
+			// The server sidecar has no room for another handshake now:
+			// another server of the port may.
+			return server, nil, nil, fmt.Errorf("%w: %w", errEndpointBusy, refuse(hello.Code, "%s", hello.Reason))
+		}
 		return server, nil, nil, refuse(hello.Code, "%s", hello.Reason)
 	default:
 		return server, nil, nil, fmt.Errorf("%w: endpoint opened with a %v message", errServerIdentity, hello.Type)

@@ -51,6 +51,14 @@ func checkUnavailable(err error) bool {
 // errEndpointGone marks a server endpoint that went away mid-handshake.
 var errEndpointGone = errors.New("server endpoint went away")
 
+// errEndpointSilent marks a server endpoint that accepted but did not
+// answer within EndpointAnswerTimeout: not a live server sidecar.
+var errEndpointSilent = errors.New("server endpoint did not answer")
+
+// errEndpointBusy marks a server endpoint whose sidecar refused the
+// connection for want of room (MaxPeerConnections).
+var errEndpointBusy = errors.New("server endpoint busy")
+
 // codeOf returns the code a requester receives for err.
 func codeOf(err error) ctl.Code {
 	var r *refusal

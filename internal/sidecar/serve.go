@@ -195,9 +195,16 @@ func (p *publication) acceptPeers() {
 		if err != nil {
 			return
 		}
+		select {
+		case p.s.peerSlots <- struct{}{}:
+		default:
+			p.s.refuseConn(c, metrics.ListenerEndpoint, p.s.opts.MaxPeerConnections)
+			continue
+		}
 		p.s.wg.Add(1)
 		go func() {
 			defer p.s.wg.Done()
+			defer func() { <-p.s.peerSlots }()
 			defer c.Close()
 			p.servePeer(c)
 		}()
@@ -243,7 +250,14 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 	if err := ctl.Write(c, &ctl.Message{Type: ctl.TypePeerHello, Token: token}, nil); err != nil {
 		return client, err
 	}
+	// The client's first message comes once its sidecar has verified
+	// ours: at most HandshakeTimeout, not the whole brokering budget, for
+	// a connection that holds one of the endpoints' slots.
+	first := time.Now().Add(s.opts.HandshakeTimeout)
+	dl, _ := ctx.Deadline()
+	_ = c.SetReadDeadline(minTime(first, dl))
 	m, f, err := ctl.Read(c)
+	_ = c.SetReadDeadline(dl)
 	if f != nil {
 		_ = f.Close()
 	}

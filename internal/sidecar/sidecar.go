@@ -32,6 +32,25 @@ type Pod struct {
 	ServiceAccount string
 }
 
+// DefaultEndpointAnswerTimeout is Options.EndpointAnswerTimeout's default:
+// a server sidecar's first answer needs no API call, only its token file.
+const DefaultEndpointAnswerTimeout = 2 * time.Second
+
+// Defaults of the connection bounds. Each connection held costs the
+// sidecar a goroutine, a socket and timers (about 24 KiB resident while it
+// waits for a message; its 64 KiB read buffer only while one is read):
+// 64 + 256 connections hold about 8 MiB of the sidecar's 128 Mi limit
+// (TestIdleConnectionFloodIsBounded measures it).
+const (
+	// DefaultMaxAppConnections is MaxAppConnections' default: a pod's
+	// applications publish a few ports and run a few connects at once.
+	DefaultMaxAppConnections = 64
+	// DefaultMaxPeerConnections is MaxPeerConnections' default: handshakes
+	// in progress from every client pod on the node, each lasting until
+	// the server application decides.
+	DefaultMaxPeerConnections = 256
+)
+
 // Options configure a Sidecar.
 type Options struct {
 	// PodSocket is the path of the pod-local control socket (required).
@@ -56,6 +75,21 @@ type Options struct {
 	// HandshakeTimeout bounds each step of brokering a connection,
 	// including the server application's answer. Defaults to 10s.
 	HandshakeTimeout time.Duration
+	// EndpointAnswerTimeout bounds the wait for a server sidecar's first
+	// answer on each endpoint a connect tries; an endpoint silent for
+	// longer is skipped. The server application's decision, which comes
+	// after, is bounded by HandshakeTimeout. Defaults to 2s.
+	EndpointAnswerTimeout time.Duration
+	// MaxAppConnections bounds the connections open at once on the pod
+	// socket: requests in progress and published ports (each holds its
+	// control connection). Excess connections are refused at once with
+	// ErrLimit. Defaults to DefaultMaxAppConnections.
+	MaxAppConnections int
+	// MaxPeerConnections bounds the connections open at once on all of
+	// the pod's endpoints together (client sidecars' handshakes). Excess
+	// connections are refused at once. Defaults to
+	// DefaultMaxPeerConnections.
+	MaxPeerConnections int
 	// SweepInterval is how often stale node-directory entries are removed.
 	// Defaults to 30s.
 	SweepInterval time.Duration
@@ -80,6 +114,10 @@ type Sidecar struct {
 	podLn    *net.UnixListener
 	podIno   uint64
 	identity *nodedir.Listener
+
+	appSlots  chan struct{} // one per open pod-socket connection
+	peerSlots chan struct{} // one per open endpoint connection, all endpoints
+	refusals  refusalLog
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -112,6 +150,15 @@ func New(opts Options) (*Sidecar, error) {
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
+	if opts.EndpointAnswerTimeout == 0 {
+		opts.EndpointAnswerTimeout = DefaultEndpointAnswerTimeout
+	}
+	if opts.MaxAppConnections == 0 {
+		opts.MaxAppConnections = DefaultMaxAppConnections
+	}
+	if opts.MaxPeerConnections == 0 {
+		opts.MaxPeerConnections = DefaultMaxPeerConnections
+	}
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = 30 * time.Second
 	}
@@ -128,6 +175,9 @@ func New(opts Options) (*Sidecar, error) {
 		pubs:    make(map[string]*publication),
 		apps:    make(map[*net.UnixConn]struct{}),
 		rr:      make(map[string]uint64),
+
+		appSlots:  make(chan struct{}, opts.MaxAppConnections),
+		peerSlots: make(chan struct{}, opts.MaxPeerConnections),
 
 		stopping: make(chan struct{}),
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/kalpc/kalpc/internal/ctl"
 )
@@ -161,14 +162,17 @@ var codeErrors = map[ctl.Code]error{
 
 // brokerError maps a broker's error message to the library's errors.
 func brokerError(op, port string, m *ctl.Message) error {
+	// The control protocol's decoder refuses invalid UTF-8 already; the
+	// reason is a peer's text all the same, so never pass on anything else.
+	reason := toValidUTF8(m.Reason)
 	if m.Code == ctl.CodeRejected {
-		return &RejectError{Reason: m.Reason}
+		return &RejectError{Reason: reason}
 	}
 	err, ok := codeErrors[m.Code]
 	if !ok {
 		err = ErrBrokerUnavailable
 	}
-	return &BrokerError{Op: op, Port: port, Err: err, Reason: m.Reason}
+	return &BrokerError{Op: op, Port: port, Err: err, Reason: reason}
 }
 
 // dialBroker connects to the control socket named by KALPC_SOCKET.
@@ -259,3 +263,18 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 }
 
 func toValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// truncateUTF8 returns s as valid UTF-8 of at most max bytes: cut to max,
+// invalid bytes (a rune the cut split, or bytes invalid to begin with)
+// replaced, then whole runes trimmed while the replacements made it longer.
+func truncateUTF8(s string, max int) string {
+	if len(s) > max {
+		s = s[:max]
+	}
+	s = toValidUTF8(s)
+	for len(s) > max {
+		_, n := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-n]
+	}
+	return s
+}

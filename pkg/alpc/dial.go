@@ -99,7 +99,9 @@ func clientHandshake(ctx context.Context, fd int, cfg *Config, msg []byte) (*Con
 		conn.acceptMsg = reply
 		return conn, nil
 	case wire.TypeReject:
-		return nil, &RejectError{Reason: string(payload)}
+		// The reason is the peer's text: never pass on invalid UTF-8
+		// (a truncated rune, or bytes meant to corrupt logs or JSON).
+		return nil, &RejectError{Reason: toValidUTF8(string(payload))}
 	}
 	return nil, protocolErrorf("server answered the connection request with a %v message", h.Type)
 }

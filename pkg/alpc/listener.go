@@ -361,9 +361,7 @@ func (r *ConnRequest) Reject(reason string) error {
 		return err
 	}
 	defer func() { _ = sys.Close(fd) }()
-	if len(reason) > MaxConnectionMessage {
-		reason = reason[:MaxConnectionMessage]
-	}
+	reason = truncateUTF8(reason, MaxConnectionMessage)
 	// Best effort and non-blocking: a client that stopped reading is not
 	// worth waiting for.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -293,10 +293,8 @@ func (r *PortRequest) Reject(reason string) error {
 	if !first {
 		return errors.New("alpc: connection request already answered")
 	}
-	if len(reason) > MaxConnectionMessage {
-		reason = reason[:MaxConnectionMessage]
-	}
-	if err := r.port.write(&ctl.Message{Type: ctl.TypeReject, ID: r.id, Reason: toValidUTF8(reason)}); err != nil {
+	reason = truncateUTF8(reason, MaxConnectionMessage)
+	if err := r.port.write(&ctl.Message{Type: ctl.TypeReject, ID: r.id, Reason: reason}); err != nil {
 		return fmt.Errorf("alpc: reject on %s: %w", r.port.name, err)
 	}
 	return nil

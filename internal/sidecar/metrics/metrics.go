@@ -51,7 +51,19 @@ type Metrics struct {
 	TokenReviews *prometheus.CounterVec
 	// StaleEntries counts node-directory entries of dead processes removed.
 	StaleEntries prometheus.Counter
+	// SilentEndpoints counts server endpoints a connect skipped because
+	// they did not answer within the endpoint answer timeout.
+	SilentEndpoints prometheus.Counter
+	// RefusedConnections counts connections closed at once because their
+	// listener ("pod" socket or "endpoint") had its most connections open.
+	RefusedConnections *prometheus.CounterVec
 }
+
+// Listener labels of RefusedConnections.
+const (
+	ListenerPod      = "pod"
+	ListenerEndpoint = "endpoint"
+)
 
 // New creates and registers the metrics.
 func New() *Metrics {
@@ -82,9 +94,17 @@ func New() *Metrics {
 			Name: "kalpc_sidecar_stale_entries_removed_total",
 			Help: "Node-directory entries of dead processes removed by this sidecar.",
 		}),
+		SilentEndpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kalpc_sidecar_silent_endpoints_total",
+			Help: "Server endpoints skipped by a connect because they did not answer within --endpoint-answer-timeout.",
+		}),
+		RefusedConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kalpc_sidecar_refused_connections_total",
+			Help: "Connections closed at once because their listener (pod socket or endpoint) had its most connections open.",
+		}, []string{"listener"}),
 	}
 	m.Registry.MustRegister(m.Connections, m.ConnectDuration, m.ActiveChannels, m.PublishedPorts,
-		m.TokenReviews, m.StaleEntries,
+		m.TokenReviews, m.StaleEntries, m.SilentEndpoints, m.RefusedConnections,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,101 @@
+package alpc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
+	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
+)
+
+// TestHostileServerRejectReasonNotUTF8: a hostile server rejects with a
+// reason that is not UTF-8 (bytes meant to corrupt the client's logs or
+// JSON). Dial's RejectError carries it with the invalid bytes replaced.
+func TestHostileServerRejectReasonNotUTF8(t *testing.T) {
+	checkLeaks(t)
+	path := t.TempDir() + "/evil.sock"
+	lfd, err := rawListener(path, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close(lfd)
+	go func() {
+		fd, err := sys.Accept4(lfd)
+		if err != nil {
+			return
+		}
+		defer sys.Close(fd)
+		_, _, _ = readHandshake(context.Background(), fd)
+		_ = sys.Sendmsg(fd, header(wire.TypeReject, 0, 0, []byte("go\xff\xfe away\xc3")), nil, nil, sys.MsgNoSignal)
+	}()
+	_, err = Dial(t.Context(), path, nil, nil)
+	var re *RejectError
+	if !errors.As(err, &re) {
+		t.Fatalf("Dial to a server rejecting with invalid UTF-8 = %v; want a *RejectError", err)
+	}
+	if !utf8.ValidString(re.Reason) || !utf8.ValidString(err.Error()) {
+		t.Fatalf("reject reason %q is not valid UTF-8", re.Reason)
+	}
+	if re.Reason != "go\uFFFD away\uFFFD" {
+		t.Fatalf("reject reason = %q; want the text with its invalid bytes replaced", re.Reason)
+	}
+}
+
+// TestRejectReasonTruncatedToValidUTF8: a reason longer than
+// MaxConnectionMessage is cut; the cut must not split a rune and send the
+// client invalid UTF-8.
+func TestRejectReasonTruncatedToValidUTF8(t *testing.T) {
+	checkLeaks(t)
+	path := t.TempDir() + "/port.sock"
+	l, err := Listen(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reason := strings.Repeat("a", MaxConnectionMessage-1) + "é" // the last rune straddles the limit
+	go func() {
+		r, err := l.Accept(context.Background())
+		if err == nil {
+			_ = r.Reject(reason)
+		}
+	}()
+	fd, err := connect(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close(fd)
+	p := wire.Params{InlineLimit: DefaultInlineLimit, MaxPendingCalls: 16, MaxMessageSize: DefaultMaxMessageSize}
+	if err := writeHandshake(t.Context(), fd, wire.TypeConnect, &p, nil); err != nil {
+		t.Fatal(err)
+	}
+	h, payload, err := readHandshake(t.Context(), fd)
+	if err != nil || h.Type != wire.TypeReject {
+		t.Fatalf("handshake answered with %v, %v; want a reject", h.Type, err)
+	}
+	if !utf8.Valid(payload) || len(payload) > MaxConnectionMessage {
+		t.Fatalf("reject reason on the wire: %d bytes, valid UTF-8 %v; want at most %d bytes of valid UTF-8",
+			len(payload), utf8.Valid(payload), MaxConnectionMessage)
+	}
+}
+
+func TestTruncateUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"hello", 10, "hello"},
+		{"hello", 3, "hel"},
+		{"aé", 2, "a"},                // the cut splits é: replacing it would not fit
+		{"abcé", 4, "abc"},            // likewise
+		{"a\xffb", 10, "a\uFFFDb"},    // invalid byte replaced
+		{"\xff\xff\xff", 3, "\uFFFD"}, // a run of invalid bytes: one replacement
+	} {
+		if got := truncateUTF8(tc.in, tc.max); got != tc.want || len(got) > tc.max || !utf8.ValidString(got) {
+			t.Errorf("truncateUTF8(%q, %d) = %q; want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}
