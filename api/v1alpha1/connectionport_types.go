@@ -42,14 +42,30 @@ const (
 	ReasonInvalidServerSelector = "InvalidServerSelector"
 )
 
+// spec.servers is required by a rule of the spec (reason FieldValueRequired)
+// rather than by the schema: a schema "required" error makes the API server
+// skip every CEL rule and add "some validation rules were not checked" to
+// the answer, which hid the one thing to fix.
+//
+// spec.servers' rules check its expressions the way the operator parses
+// them, so that a selector it could not parse is refused at admission.
+// Client rules' selectors cannot carry the same rules: in a list of 64
+// rules, with metav1.LabelSelector's unbounded lists, their estimated CEL
+// cost exceeds the API server's budget 15-fold.
+
 // ConnectionPortSpec is the desired state of a ConnectionPort: who may serve
 // it, who may connect to it and how messages on its connections are bounded.
+// +kubebuilder:validation:XValidation:rule="has(self.servers)",message="select the pods that may serve the port ({} lets every pod in the namespace serve it)",fieldPath=".servers",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="!has(self.clients) || size(self.clients) > 0",message="spec.clients must not be an empty list; omit it to allow only clients in the port's own namespace"
 type ConnectionPortSpec struct {
 	// servers selects the pods in the port's namespace that may serve it.
 	// A pod must also carry the kalpc sidecar to serve. An empty selector
 	// ({}) lets every pod in the namespace serve the port.
-	// +required
+	// servers is required.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="matchExpressions: operator must be In, NotIn, Exists or DoesNotExist"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",message="matchExpressions: values must not be empty when the operator is In or NotIn"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",message="matchExpressions: values must be empty when the operator is Exists or DoesNotExist"
 	Servers metav1.LabelSelector `json:"servers"`
 
 	// clients lists the rules a connecting pod must satisfy; a client is

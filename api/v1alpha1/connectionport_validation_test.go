@@ -161,6 +161,25 @@ func TestValidation(t *testing.T) {
 			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.MessagePolicy.MaxPendingMessages = -1 }},
 		{name: "too many connections", wantErr: "spec.messagePolicy.maxConnections",
 			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.MessagePolicy.MaxConnections = 1 << 20 }},
+
+		// Selectors the operator could not parse are refused at admission,
+		// not later as the port's InvalidServerSelector status reason.
+		{name: "every selector operator", mutate: func(p *kalpcv1alpha1.ConnectionPort) {
+			p.Spec.Servers = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "a", Operator: metav1.LabelSelectorOpIn, Values: []string{"x"}},
+				{Key: "b", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"y", "z"}},
+				{Key: "c", Operator: metav1.LabelSelectorOpExists},
+				{Key: "d", Operator: metav1.LabelSelectorOpDoesNotExist},
+			}}
+		}},
+		{name: "servers In without values", wantErr: "spec.servers: Invalid value: matchExpressions: values must not be empty when the operator is In or NotIn",
+			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.Servers = selector("In") }},
+		{name: "servers NotIn without values", wantErr: "spec.servers: Invalid value: matchExpressions: values must not be empty when the operator is In or NotIn",
+			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.Servers = selector("NotIn") }},
+		{name: "servers unknown operator", wantErr: "spec.servers: Invalid value: matchExpressions: operator must be In, NotIn, Exists or DoesNotExist",
+			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.Servers = selector("Equals", "x") }},
+		{name: "servers Exists with values", wantErr: "spec.servers: Invalid value: matchExpressions: values must be empty when the operator is Exists or DoesNotExist",
+			mutate: func(p *kalpcv1alpha1.ConnectionPort) { p.Spec.Servers = selector("Exists", "x") }},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,16 +200,32 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// selector is a selector of one expression on key "app".
+func selector(op string, values ...string) metav1.LabelSelector {
+	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "app", Operator: metav1.LabelSelectorOperator(op), Values: values},
+	}}
+}
+
 // TestRawSpecs sends specs the Go type cannot express (it omits empty and
 // required-but-zero fields) as unstructured objects.
 func TestRawSpecs(t *testing.T) {
 	servers := map[string]any{"matchLabels": map[string]any{"app": "server"}}
 	tests := []struct {
-		name    string
-		spec    map[string]any
-		wantErr string
+		name      string
+		spec      map[string]any
+		wantErr   string
+		wantExact string // the whole error, when set
 	}{
-		{name: "missing servers", spec: map[string]any{}, wantErr: "spec.servers: Required value"},
+		// The whole answer: no "some validation rules were not checked"
+		// line beside it.
+		{name: "missing servers", spec: map[string]any{}, wantExact: `ConnectionPort.kalpc.io "raw-0" is invalid: ` +
+			`spec.servers: Required value: select the pods that may serve the port ({} lets every pod in the namespace serve it)`},
+		{name: "missing servers and an invalid client rule", spec: map[string]any{"clients": []any{map[string]any{}}}, wantExact: `ConnectionPort.kalpc.io "raw-1" is invalid: [` +
+			`spec.servers: Required value: select the pods that may serve the port ({} lets every pod in the namespace serve it), ` +
+			`spec.clients[0]: Invalid value: a client rule must set at least one of namespaces, namespaceSelector, serviceAccounts or podSelector]`},
+		{name: "servers In without values", spec: map[string]any{"servers": map[string]any{"matchExpressions": []any{map[string]any{"key": "app", "operator": "In"}}}},
+			wantErr: "spec.servers: Invalid value: matchExpressions: values must not be empty when the operator is In or NotIn"},
 		{name: "empty clients list", spec: map[string]any{"servers": servers, "clients": []any{}},
 			wantErr: "spec.clients must not be an empty list; omit it to allow only clients in the port's own namespace"},
 		{name: "empty namespaces list", spec: map[string]any{"servers": servers, "clients": []any{map[string]any{"namespaces": []any{}}}},
@@ -209,6 +244,12 @@ func TestRawSpecs(t *testing.T) {
 			if err == nil {
 				_ = k8s.Delete(context.Background(), u)
 				t.Fatalf("Create() accepted, want error containing %q", tt.wantErr)
+			}
+			if tt.wantExact != "" {
+				if err.Error() != tt.wantExact {
+					t.Fatalf("Create() = %v\nwant exactly   %s", err, tt.wantExact)
+				}
+				return
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Create() = %v\nwant error containing %q", err, tt.wantErr)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -77,8 +78,9 @@ func TestKubectlConnections(t *testing.T) {
 		}
 	}
 
-	// A server pod whose sidecar cannot be reached: the others are listed,
-	// the command warns and fails.
+	// A server pod whose sidecar cannot be reached (as a terminating pod's):
+	// it is marked unreachable, the others are listed, and the command
+	// succeeds.
 	var p kalpcv1alpha1.ConnectionPort
 	if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: c.ns, Name: "echo"}, &p); err != nil {
 		t.Fatal(err)
@@ -87,13 +89,32 @@ func TestKubectlConnections(t *testing.T) {
 	if err := k8s.Status().Update(t.Context(), &p); err != nil {
 		t.Fatal(err)
 	}
+	unreachable := "unreachable: pod " + c.ns + "/vanished: no test pod " + c.ns + "/vanished; its connections are not listed\n"
 	out, errOut, err := execPlugin(t, c, "connections", "echo", "-n", c.ns, "-o", "json")
-	if err == nil || !strings.Contains(errOut, "warning: pod "+c.ns+"/vanished") {
-		t.Errorf("with an unreachable sidecar: err %v, stderr %q", err, errOut)
+	if err != nil || errOut != unreachable {
+		t.Errorf("-o json with an unreachable sidecar: err %v, stderr %q, want nil and %q", err, errOut, unreachable)
 	}
 	var got plugin.ConnectionReport
-	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Items) != 2 || len(got.Errors) != 1 {
-		t.Errorf("with an unreachable sidecar: %q (%v)", out, err)
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Items) != 2 || len(got.Errors) != 1 ||
+		got.Errors[0] != "pod "+c.ns+"/vanished: no test pod "+c.ns+"/vanished" {
+		t.Errorf("-o json with an unreachable sidecar: %q (%v)", out, err)
+	}
+	table, errOut, err = execPlugin(t, c, "connections", "echo", "-n", c.ns)
+	if rows := strings.Split(strings.TrimSpace(table), "\n"); err != nil || len(rows) != 3 || errOut != unreachable {
+		t.Errorf("table with an unreachable sidecar: err %v, stdout %q, stderr %q", err, table, errOut)
+	}
+
+	// Only unreachable sidecars: nothing could be read, the command fails.
+	if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: c.ns, Name: "idle"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Status.Endpoints[0].Pods = []kalpcv1alpha1.EndpointPod{{Name: "vanished", UID: "0", Ready: false}}
+	if err := k8s.Status().Update(t.Context(), &p); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err = execPlugin(t, c, "connections", "idle", "-n", c.ns)
+	if !errors.Is(err, plugin.ErrNoSidecarRead) || out != "" || errOut != unreachable {
+		t.Errorf("with only an unreachable sidecar: err %v, stdout %q, stderr %q", err, out, errOut)
 	}
 }
 

@@ -24,10 +24,15 @@ const fetchConcurrency = 8
 type ConnectionReport struct {
 	// Items are the connections, by port and then oldest first.
 	Items []connections.Connection `json:"items"`
-	// Errors name the server pods whose sidecars could not be read: their
+	// Errors name the server pods whose sidecars could not be read
+	// ("pod NS/NAME: reason", e.g. a pod that is terminating): their
 	// connections are missing from Items.
 	Errors []string `json:"errors,omitempty"`
 }
+
+// ErrNoSidecarRead is returned by the connections command when server pods
+// were listed but not one of their sidecars could be read.
+var ErrNoSidecarRead = errors.New("no server sidecar could be read")
 
 func (c *command) connectionsCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -42,7 +47,11 @@ A server sidecar lists a connection from the moment it handed the channel over
 until the server application reports the channel closed (the kalpc library
 does so as soon as either application closes it or dies) or stops publishing
 the port. Connections brokered before the sidecar last restarted are not
-listed. No message content is ever shown: sidecars never see it.`,
+listed. No message content is ever shown: sidecars never see it.
+
+A server sidecar that cannot be read (its pod terminating, say) is marked
+"unreachable" on stderr and under errors with -o json|yaml; the others are
+listed and the command succeeds. It fails only when no sidecar could be read.`,
 		Example: `  kubectl kalpc connections echo -n shop
   kubectl kalpc connections -A -o json`,
 		Args: cobra.MaximumNArgs(1),
@@ -72,17 +81,22 @@ listed. No message content is ever shown: sidecars never see it.`,
 			if err != nil {
 				return err
 			}
-			report := CollectConnections(ctx, f, ports)
+			report, asked := CollectConnections(ctx, f, ports)
+			// Sidecars that could not be read (a pod terminating, say) are
+			// marked, and the rest is listed.
 			for _, e := range report.Errors {
-				_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "warning:", e)
+				_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "unreachable:", e+"; its connections are not listed")
 			}
-			if c.output != OutputTable {
+			nothingRead := asked > 0 && len(report.Errors) == asked
+			switch {
+			case c.output != OutputTable:
 				if err := printStructured(cmd.OutOrStdout(), c.output, report); err != nil {
 					return err
 				}
-			} else if len(report.Items) == 0 {
+			case nothingRead: // the error below says so
+			case len(report.Items) == 0:
 				_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "No connections found.")
-			} else {
+			default:
 				now := c.opts.Now()
 				rows := mapRows(report.Items, func(cn connections.Connection) []string {
 					port := cn.Port
@@ -96,8 +110,8 @@ listed. No message content is ever shown: sidecars never see it.`,
 					return err
 				}
 			}
-			if len(report.Errors) > 0 {
-				return fmt.Errorf("%d server sidecar(s) could not be read; their connections are missing", len(report.Errors))
+			if nothingRead {
+				return fmt.Errorf("%w (%d server pod(s) asked)", ErrNoSidecarRead, asked)
 			}
 			return nil
 		},
@@ -126,8 +140,10 @@ func (c *command) getPort(ctx context.Context, name string) (*kalpcv1alpha1.Conn
 // CollectConnections asks the sidecar of every server pod in the ports'
 // status.endpoints (ready or not: a pod that is not ready may still hold
 // connections) for its list, once per pod, and keeps the connections of
-// the given ports, sorted by port and then oldest first.
-func CollectConnections(ctx context.Context, f Fetcher, ports []kalpcv1alpha1.ConnectionPort) ConnectionReport {
+// the given ports, sorted by port and then oldest first. asked is the
+// number of sidecars asked; the report's Errors name those that could not
+// be read.
+func CollectConnections(ctx context.Context, f Fetcher, ports []kalpcv1alpha1.ConnectionPort) (report ConnectionReport, asked int) {
 	keys := map[string]bool{}
 	var pods []PodRef
 	seen := map[PodRef]bool{}
@@ -159,7 +175,7 @@ func CollectConnections(ctx context.Context, f Fetcher, ports []kalpcv1alpha1.Co
 		})
 	}
 	wg.Wait()
-	report := ConnectionReport{Items: []connections.Connection{}}
+	report = ConnectionReport{Items: []connections.Connection{}}
 	for i, r := range results {
 		if r.err != nil {
 			report.Errors = append(report.Errors, fmt.Sprintf("pod %s: %v", pods[i], r.err))
@@ -175,5 +191,5 @@ func CollectConnections(ctx context.Context, f Fetcher, ports []kalpcv1alpha1.Co
 		return cmp.Or(cmp.Compare(a.Port, b.Port), a.Since.Compare(b.Since),
 			cmp.Compare(a.Server.Name, b.Server.Name), cmp.Compare(a.ID, b.ID))
 	})
-	return report
+	return report, len(pods)
 }

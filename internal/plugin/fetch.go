@@ -79,6 +79,9 @@ func (f ProxyFetcher) Connections(ctx context.Context, ref PodRef) (*connections
 	// The pod proxy does not resolve named ports: it needs the number.
 	body, err := pods.ProxyGet("http", ref.Name, strconv.Itoa(int(port)), connections.Path, nil).DoRaw(ctx)
 	if err != nil {
+		if pod.DeletionTimestamp != nil {
+			return nil, fmt.Errorf("pod %s is terminating; failed to reach its sidecar through pods/proxy: %w", ref, err)
+		}
 		return nil, fmt.Errorf("failed to reach the sidecar of pod %s through pods/proxy: %w", ref, err)
 	}
 	return DecodeList(bytes.NewReader(body))

@@ -1,7 +1,9 @@
 package plugin_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +258,70 @@ func waitFor(t *testing.T, f func() bool) {
 			t.Fatal("condition not met within 20s")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestConnectionsTerminatingPod runs the connections command with its real
+// pods/proxy fetcher against a port whose only server pod is terminating
+// (deleted, held by a finalizer, still in the port's status as the operator
+// keeps it): the pod is marked unreachable, with the reason, and the command
+// fails only because nothing at all could be read. (envtest has no kubelet,
+// so pods/proxy cannot reach any sidecar here; the partial case, readable
+// sidecars beside an unreachable one, is TestKubectlConnections in
+// cmd/sidecar, against real sidecars.)
+func TestConnectionsTerminatingPod(t *testing.T) {
+	ns := newNamespace(t)
+	pod := serverPod(t, ns, "leaving", "node-a", map[string]string{"app": "echo"}, true)
+	pod.Finalizers = []string{"kalpc.io/test-hold"}
+	if err := k8s.Update(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var p corev1.Pod
+		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "leaving"}, &p); err == nil {
+			p.Finalizers = nil
+			_ = k8s.Update(context.Background(), &p)
+		}
+	})
+	createPort(t, ns, "echo", kalpcv1alpha1.ConnectionPortSpec{Servers: selector("app", "echo")}, 1)
+	if err := k8s.Delete(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	// The operator keeps a terminating pod as a not-ready endpoint.
+	waitFor(t, func() bool {
+		var p kalpcv1alpha1.ConnectionPort
+		if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "echo"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Status.ReadyServers == 0 && len(p.Status.Endpoints) == 1 && len(p.Status.Endpoints[0].Pods) == 1
+	})
+
+	out, errOut, err := kubectlKalpc(t, plugin.Options{}, "connections", "echo", "-n", ns)
+	if !errors.Is(err, plugin.ErrNoSidecarRead) {
+		t.Errorf("connections with only a terminating server pod: err %v, want %v", err, plugin.ErrNoSidecarRead)
+	}
+	wantNote := "unreachable: pod " + ns + "/leaving: pod " + ns + "/leaving is terminating; failed to reach its sidecar through pods/proxy: "
+	if !strings.HasPrefix(errOut, wantNote) || !strings.Contains(errOut, "; its connections are not listed\n") {
+		t.Errorf("stderr = %q, want a line starting with %q", errOut, wantNote)
+	}
+	if out != "" || strings.Contains(errOut, "No connections found") {
+		t.Errorf("nothing read, yet stdout %q and stderr %q", out, errOut)
+	}
+
+	// -o json: the report, with the pod under errors, then the error.
+	out, _, err = kubectlKalpc(t, plugin.Options{}, "connections", "echo", "-n", ns, "-o", "json")
+	var report plugin.ConnectionReport
+	if jerr := json.Unmarshal([]byte(out), &report); jerr != nil || len(report.Items) != 0 || len(report.Errors) != 1 ||
+		!strings.HasPrefix(report.Errors[0], "pod "+ns+"/leaving: pod "+ns+"/leaving is terminating") {
+		t.Errorf("-o json = %q (%v)", out, jerr)
+	}
+	if !errors.Is(err, plugin.ErrNoSidecarRead) {
+		t.Errorf("-o json: err %v, want %v", err, plugin.ErrNoSidecarRead)
+	}
+
+	// A port without endpoints asks no sidecar: nothing unreachable, exit 0.
+	createPort(t, ns, "empty", kalpcv1alpha1.ConnectionPortSpec{Servers: selector("app", "none")}, 0)
+	if _, errOut, err := kubectlKalpc(t, plugin.Options{}, "connections", "empty", "-n", ns); err != nil || errOut != "No connections found.\n" {
+		t.Errorf("connections of a port without endpoints: err %v, stderr %q", err, errOut)
 	}
 }

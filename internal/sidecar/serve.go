@@ -233,6 +233,13 @@ func (p *publication) servePeer(c *net.UnixConn) {
 			reason = reason[:ctl.MaxErrorMessage]
 		}
 		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: toValidUTF8(reason)}, nil)
+		// A token that failed verification may name someone else's
+		// ServiceAccount (a replayed token): only a verified one counts.
+		sa := metrics.Unverified
+		if client.ServiceAccount != "" && result != metrics.ResultUnauthenticated && client.Namespace != "" {
+			sa = client.Namespace + "/" + client.ServiceAccount
+		}
+		s.metrics.Refusals.WithLabelValues(p.key, sa, result).Inc()
 	} else {
 		s.log.Debug("connection brokered", "port", p.key, "client", client.String())
 	}

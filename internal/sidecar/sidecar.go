@@ -70,7 +70,9 @@ type Options struct {
 	TokenReviews authnclient.TokenReviewInterface
 	// Metrics receives the sidecar's metrics. Defaults to a new set.
 	Metrics *metrics.Metrics
-	// Log is the structured logger. Defaults to slog.Default().
+	// Log is the structured logger. Defaults to slog.Default(). The
+	// sidecar's lines do not name the pod: the caller's logger does, once
+	// for every line (cmd/sidecar adds pod=NAMESPACE/NAME).
 	Log *slog.Logger
 	// HandshakeTimeout bounds each step of brokering a connection,
 	// including the server application's answer. Defaults to 10s.
@@ -195,8 +197,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.stop()
 		return err
 	}
+	// No "pod" key: Log carries it (see Options.Log).
 	s.log.Info("sidecar serving", "podSocket", s.opts.PodSocket, "nodeDir", s.opts.NodeDir,
-		"pod", s.opts.Pod.Namespace+"/"+s.opts.Pod.Name, "podUID", s.opts.Pod.UID)
+		"podUID", s.opts.Pod.UID)
 	s.wg.Add(2)
 	go s.acceptApps()
 	go s.maintain()

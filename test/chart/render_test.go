@@ -1,6 +1,8 @@
 package chart_test
 
 import (
+	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/utils/ptr"
+
+	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 )
 
 func TestDefaultObjects(t *testing.T) {
@@ -770,5 +774,72 @@ func TestOptions(t *testing.T) {
 		t.Run(c.vals, func(t *testing.T) {
 			c.check(t, render(t, values(t, c.vals)))
 		})
+	}
+}
+
+// TestSidecarPodMonitor checks the PodMonitor of the sidecars: off by
+// default, and when on it selects every injected pod in any namespace and
+// scrapes the port the sidecar serves its metrics on.
+func TestSidecarPodMonitor(t *testing.T) {
+	if r := render(t, nil); r.find("PodMonitor", "kalpc-sidecars") != nil {
+		t.Error("a PodMonitor is rendered by default")
+	}
+	r := render(t, values(t, `
+sidecar:
+  podMonitor: {enabled: true, labels: {release: prom}, interval: 15s, annotations: {a: b}}
+`))
+	pm := r.find("PodMonitor", "kalpc-sidecars")
+	if pm == nil {
+		t.Fatalf("no PodMonitor; have %v", r.kinds())
+	}
+	if pm.GetAPIVersion() != "monitoring.coreos.com/v1" || pm.GetNamespace() != releaseNamespace ||
+		pm.GetLabels()["release"] != "prom" || pm.GetAnnotations()["a"] != "b" {
+		t.Errorf("PodMonitor metadata: %s %s %v %v", pm.GetAPIVersion(), pm.GetNamespace(), pm.GetLabels(), pm.GetAnnotations())
+	}
+	spec := pm.Object["spec"].(map[string]any)
+	want := map[string]any{
+		"jobLabel":          "kalpc-sidecar",
+		"namespaceSelector": map[string]any{"any": true},
+		"selector":          map[string]any{"matchLabels": map[string]any{kalpcv1alpha1.LabelSidecar: kalpcv1alpha1.LabelSidecarInjected}},
+		"podMetricsEndpoints": []any{map[string]any{
+			"port": kalpcv1alpha1.SidecarMetricsPortName, "path": "/metrics", "scheme": "http",
+			"interval": "15s", "scrapeTimeout": "10s", "honorLabels": false,
+		}},
+	}
+	if diff := cmp.Diff(want, spec); diff != "" {
+		t.Errorf("PodMonitor spec (-want +got):\n%s", diff)
+	}
+	if r := render(t, values(t, "sidecar: {podMonitor: {enabled: true, namespace: monitoring}}")); r.find("PodMonitor", "kalpc-sidecars").GetNamespace() != "monitoring" {
+		t.Error("sidecar.podMonitor.namespace is not used")
+	}
+}
+
+// TestGrafanaDashboard checks the dashboard ConfigMap: off by default, and
+// when on labelled for the Grafana sidecar's discovery and holding the
+// chart's dashboards/kalpc.json unchanged.
+func TestGrafanaDashboard(t *testing.T) {
+	if r := render(t, nil); r.find("ConfigMap", "kalpc-dashboard") != nil {
+		t.Error("a dashboard ConfigMap is rendered by default")
+	}
+	r := render(t, values(t, "grafanaDashboard: {enabled: true, namespace: monitoring, annotations: {grafana_folder: kalpc}}"))
+	cm := get[corev1.ConfigMap](t, r, "ConfigMap", "kalpc-dashboard")
+	if cm.Labels["grafana_dashboard"] != "1" || cm.Namespace != "monitoring" || cm.Annotations["grafana_folder"] != "kalpc" {
+		t.Errorf("dashboard ConfigMap metadata: %+v", cm.ObjectMeta)
+	}
+	want, err := os.ReadFile("../../charts/kalpc/dashboards/kalpc.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cm.Data["kalpc.json"]; got != strings.TrimSuffix(string(want), "\n") {
+		t.Errorf("the ConfigMap's kalpc.json differs from dashboards/kalpc.json:\n%s", got)
+	}
+	var d map[string]any
+	if err := json.Unmarshal([]byte(cm.Data["kalpc.json"]), &d); err != nil || d["uid"] != "kalpc-sidecars" {
+		t.Errorf("kalpc.json: uid %v, %v", d["uid"], err)
+	}
+	// Other label sets for other discovery settings.
+	r = render(t, values(t, `grafanaDashboard: {enabled: true, labels: {grafana_dashboard: null, dashboards: kalpc}}`))
+	if l := get[corev1.ConfigMap](t, r, "ConfigMap", "kalpc-dashboard").Labels; l["dashboards"] != "kalpc" || l["grafana_dashboard"] != "" {
+		t.Errorf("custom dashboard labels: %v", l)
 	}
 }

@@ -114,14 +114,15 @@ func TestStatusConverges(t *testing.T) {
 }
 
 // TestInvalidSelector checks that a selector the schema cannot reject is
-// reported in the Ready condition.
+// reported in the Ready condition: the CRD's rules refuse bad operators and
+// values lists, not keys or values that are not valid label syntax.
 func TestInvalidSelector(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	port := &kalpcv1alpha1.ConnectionPort{
 		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns},
 		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{
-			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpIn}},
+			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "not a label key!", Operator: metav1.LabelSelectorOpExists}},
 		}},
 	}
 	g.Expect(k8s.Create(t.Context(), port)).To(Succeed())

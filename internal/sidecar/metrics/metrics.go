@@ -15,6 +15,10 @@ const (
 	RoleServer = "server"
 )
 
+// Unverified is the service_account label of a refused client whose
+// identity was not established.
+const Unverified = "unverified"
+
 // Results of a connection attempt, the value of the result label.
 const (
 	ResultAccepted        = "accepted"
@@ -41,6 +45,11 @@ type Metrics struct {
 	// the request to the channel handed over (or the refusal), by role and
 	// result.
 	ConnectDuration *prometheus.HistogramVec
+	// Refusals counts the connection requests the server side refused,
+	// by port, the client's ServiceAccount ("namespace/name", or
+	// "unverified" when the client's identity was not established) and
+	// result (every result but accepted).
+	Refusals *prometheus.CounterVec
 	// ActiveChannels is the number of open channels of the pod's published
 	// ports, as reported by the server application's library, by port.
 	ActiveChannels *prometheus.GaugeVec
@@ -78,6 +87,10 @@ func New() *Metrics {
 			Help:    "Time to broker a connection, from the request to the channel handed over or the refusal.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"role", "result"}),
+		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kalpc_sidecar_refusals_total",
+			Help: "Connection requests refused by this server sidecar or its application, by port, client ServiceAccount (namespace/name, or unverified) and result.",
+		}, []string{"port", "service_account", "result"}),
 		ActiveChannels: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kalpc_sidecar_active_channels",
 			Help: "Open channels of the ports this pod publishes, by port.",
@@ -103,7 +116,7 @@ func New() *Metrics {
 			Help: "Connections closed at once because their listener (pod socket or endpoint) had its most connections open.",
 		}, []string{"listener"}),
 	}
-	m.Registry.MustRegister(m.Connections, m.ConnectDuration, m.ActiveChannels, m.PublishedPorts,
+	m.Registry.MustRegister(m.Connections, m.ConnectDuration, m.Refusals, m.ActiveChannels, m.PublishedPorts,
 		m.TokenReviews, m.StaleEntries, m.SilentEndpoints, m.RefusedConnections,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
