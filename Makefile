@@ -29,6 +29,7 @@ REVISION         ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE_REGISTRY   ?= ghcr.io/kalpc
 IMAGE_TAG        ?= $(VERSION)
+IMAGE_SOURCE     ?= https://github.com/kalpc/kalpc
 PLUGIN_LDFLAGS   := -X github.com/kalpc/kalpc/internal/plugin.version=$(VERSION)
 
 ##@ General
@@ -144,7 +145,7 @@ image: binaries ## Build an image tarball per command into _out/images/ without 
 	@mkdir -p _out/images
 	for c in $(COMMANDS); do \
 	  $(GO) run ./hack/image --binary _out/bin/linux_$(ARCH)/kalpc-$$c --arch $(ARCH) \
-	    --description "kalpc $$c" --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
+	    --description "kalpc $$c" --vendor kalpc --source $(IMAGE_SOURCE) --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
 	    --tag $(IMAGE_REGISTRY)/kalpc-$$c:$(IMAGE_TAG) --out _out/images/kalpc-$$c.tar || exit 1; \
 	done
 
@@ -170,7 +171,7 @@ example-images: ## Build image tarballs of the examples in EXAMPLES (examples/<n
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid=" \
 	    -o _out/bin/linux_$(ARCH)/kalpc-$$e ./examples/$$e || exit 1; \
 	  $(GO) run ./hack/image --binary _out/bin/linux_$(ARCH)/kalpc-$$e --arch $(ARCH) \
-	    --description "kalpc example $$e" --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
+	    --description "kalpc example $$e" --vendor kalpc --source $(IMAGE_SOURCE) --version $(VERSION) --revision "$(REVISION)" --epoch $(SOURCE_DATE_EPOCH) \
 	    --tag $(IMAGE_REGISTRY)/kalpc-$$e:$(IMAGE_TAG) --out _out/images/kalpc-$$e.tar || exit 1; \
 	done
 

@@ -72,7 +72,19 @@ func TestBrokeredConnection(t *testing.T) {
 	t.Run("policy refusals are distinct and precede the server app", func(t *testing.T) {
 		before := incoming(t, server)
 		intruder.fails("denied", "connect %s/echo let-me-in", c.ns)
-		client.fails("port_not_found", "connect %s/missing x", c.ns)
+		// The refusal says once that the port is missing, names it and its
+		// namespace and what to do (it used to read "connection port not
+		// found: connection port not found: no ConnectionPort ns/missing").
+		notFound := fmt.Sprintf(`connection port not found: no ConnectionPort named "missing" in namespace %q; create it there (apiVersion: kalpc.io/v1alpha1, kind: ConnectionPort`, c.ns)
+		for _, r := range []map[string]any{
+			client.fails("port_not_found", "connect %s/missing x", c.ns),
+			server.fails("port_not_found", "publish missing"),
+		} {
+			msg := r["error"].(string)
+			if !strings.Contains(msg, notFound) || strings.Count(msg, "not found") != 1 {
+				t.Errorf("port-not-found refusal %q; want it to say once %q", msg, notFound)
+			}
+		}
 		client.fails("rejected", "connect %s/echo reject-me", c.ns)
 		squatter := c.newPod("squatter", "server", map[string]string{"app": "other"})
 		squatter.fails("not_server", "publish echo")
@@ -127,7 +139,9 @@ func TestBrokeredConnection(t *testing.T) {
 		if r := client.must("call %d callback", conn); r["reply"] != "callback:pong" {
 			t.Fatalf("callback with both sidecars gone = %v", r)
 		}
-		client.fails("no_broker", "connect %s/echo nobody-home", c.ns)
+		if r := client.fails("no_broker", "connect %s/echo nobody-home", c.ns); !strings.Contains(r["error"].(string), "is the pod's kalpc sidecar running?") {
+			t.Errorf("no-broker error %q does not point at the sidecar", r["error"])
+		}
 		// The server sidecar restarts; the app publishes again and new
 		// connections work.
 		server.must("start-sidecar")

@@ -1,17 +1,27 @@
-// Command image writes a container image for one kalpc binary as a
+// Command image writes a container image for one static Go binary as a
 // docker-archive tarball, without a container engine or a registry: the
 // image is built in memory with go-containerregistry from a static binary
-// (CGO_ENABLED=0) and a few files a distroless-static base would have.
+// (CGO_ENABLED=0) and a few files a distroless-static base would have
+// (/etc/passwd with the non-root UID 65532 it runs as, /tmp).
 //
-// `make image` runs it for every command under cmd/. Load the tarballs with
-// `docker load -i`, `kind load image-archive`, `podman load -i` or
-// `ctr -n k8s.io images import`, or push them with `crane push`.
+// It is the supported way to build an image of your own kalpc application
+// where there is no Docker and no registry (docs/own-app.md):
+//
+//	CGO_ENABLED=0 GOOS=linux go build -trimpath -o _out/myapp .
+//	go -C /path/to/kalpc run ./hack/image --binary $PWD/_out/myapp \
+//	    --tag example.com/myapp:dev --out $PWD/_out/myapp.tar \
+//	    --label org.opencontainers.image.vendor=me
+//
+// The image carries only the labels you give (title, version, created and
+// any --label); --vendor and --source are empty unless asked. `make image`
+// runs it for every command under cmd/ with kalpc's own labels. Load the
+// tarballs with `ctr -n k8s.io images import` (see docs/quickstart.md for
+// the local cluster's socket), `docker load -i`, `kind load image-archive`
+// or `podman load -i`, or push them with `crane push`.
 //
 // The image is reproducible: every timestamp is --epoch (SOURCE_DATE_EPOCH,
 // else 0), files are written in a fixed order with fixed owners, so the same
 // binary and flags give the same image digest.
-//
-// This is a build tool, not part of kalpc's product binaries.
 package main
 
 import (
@@ -50,8 +60,10 @@ type Options struct {
 	Description string
 	// Version and Revision become the image's version and revision labels.
 	Version, Revision string
-	// Source is the source repository label.
-	Source string
+	// Source is the source repository label; Vendor the vendor label.
+	Source, Vendor string
+	// Labels are further image labels; they override the ones above.
+	Labels map[string]string
 	// Arch is the binary's GOARCH. Defaults to amd64.
 	Arch string
 	// Epoch is every timestamp in the image. Defaults to the Unix epoch.
@@ -77,7 +89,19 @@ func run(args []string) error {
 	flags.StringVar(&o.Description, "description", "", "Image description label.")
 	flags.StringVar(&o.Version, "version", "dev", "Image version label.")
 	flags.StringVar(&o.Revision, "revision", "", "Source revision label (git commit).")
-	flags.StringVar(&o.Source, "source", "https://github.com/kalpc/kalpc", "Source repository label.")
+	flags.StringVar(&o.Source, "source", "", "Source repository label (org.opencontainers.image.source).")
+	flags.StringVar(&o.Vendor, "vendor", "", "Vendor label (org.opencontainers.image.vendor); none unless given.")
+	flags.Func("label", "Image label `key=value`; repeatable; overrides the labels above.", func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want key=value, got %q", s)
+		}
+		if o.Labels == nil {
+			o.Labels = map[string]string{}
+		}
+		o.Labels[k] = v
+		return nil
+	})
 	flags.StringVar(&o.Arch, "arch", "amd64", "GOARCH of the binary.")
 	epoch := flags.String("epoch", os.Getenv("SOURCE_DATE_EPOCH"), "Unix time of every timestamp in the image. Defaults to $SOURCE_DATE_EPOCH, else 0.")
 	flags.StringVar(&tag, "tag", "", "Image reference recorded in the tarball, e.g. ghcr.io/kalpc/kalpc-operator:dev. Required.")
@@ -173,7 +197,10 @@ func Build(o Options) (v1.Image, error) {
 		"org.opencontainers.image.revision":    o.Revision,
 		"org.opencontainers.image.source":      o.Source,
 		"org.opencontainers.image.created":     o.Epoch.Format(time.RFC3339),
-		"org.opencontainers.image.vendor":      "kalpc",
+		"org.opencontainers.image.vendor":      o.Vendor,
+	}
+	for k, v := range o.Labels {
+		cf.Config.Labels[k] = v
 	}
 	for k, v := range cf.Config.Labels {
 		if v == "" {

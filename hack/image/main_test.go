@@ -37,7 +37,8 @@ func TestImageTarball(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "kalpc-nodeprep.tar")
 	args := []string{"--binary", bin, "--tag", "ghcr.io/kalpc/kalpc-nodeprep:v1.2.3", "--version", "v1.2.3",
-		"--revision", "abc123", "--description", "kalpc node preparation", "--epoch", "1700000000", "--out", out}
+		"--revision", "abc123", "--description", "kalpc node preparation", "--epoch", "1700000000", "--out", out,
+		"--vendor", "kalpc", "--source", "https://github.com/kalpc/kalpc"} // as `make image` does
 	if err := run(args); err != nil {
 		t.Fatal(err)
 	}
@@ -166,5 +167,45 @@ func TestRejectsBadFlags(t *testing.T) {
 		if err := run(args); err == nil {
 			t.Errorf("run(%q) succeeded", args)
 		}
+	}
+}
+
+// TestUserImage: a user's own application image carries the user's
+// labels, and none of kalpc's (it was labelled vendor=kalpc and
+// source=github.com/kalpc/kalpc whatever it held).
+func TestUserImage(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "blobstore")
+	if err := os.WriteFile(bin, []byte("#!/not/really/a/binary\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "blobstore.tar")
+	if err := run([]string{"--binary", bin, "--tag", "example.com/blobstore:dev", "--out", out, "--epoch", "0",
+		"--label", "org.opencontainers.image.vendor=Example Inc.", "--label", "team=storage"}); err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := name.NewTag("example.com/blobstore:dev")
+	img, err := tarball.ImageFromPath(out, &tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"org.opencontainers.image.title":   "blobstore",
+		"org.opencontainers.image.version": "dev",
+		"org.opencontainers.image.created": "1970-01-01T00:00:00Z",
+		"org.opencontainers.image.vendor":  "Example Inc.",
+		"team":                             "storage",
+	}
+	if diff := cmp.Diff(want, cf.Config.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"/usr/local/bin/blobstore"}, cf.Config.Entrypoint); diff != "" {
+		t.Errorf("entrypoint (-want +got):\n%s", diff)
+	}
+	if err := run([]string{"--binary", bin, "--tag", "example.com/blobstore:dev", "--out", out, "--label", "novalue"}); err == nil {
+		t.Error("--label without = accepted")
 	}
 }

@@ -38,7 +38,7 @@ func (s *Sidecar) connect(c *net.UnixConn, m *ctl.Message) {
 		if code != ctl.CodeRejected {
 			s.log.Info("connect failed", "port", key, "code", code.String(), "error", err)
 		}
-		s.replyError(c, code, err.Error())
+		s.replyError(c, code, reasonOf(err))
 	} else {
 		s.log.Debug("connected", "port", key, "server", server.String())
 	}

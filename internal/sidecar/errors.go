@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
@@ -87,6 +88,20 @@ var results = map[ctl.Code]string{
 	ctl.CodeServerIdentity: metrics.ResultServerIdentity, ctl.CodeNoServer: metrics.ResultNoServer,
 	ctl.CodeRejected: metrics.ResultRejected, ctl.CodeLimit: metrics.ResultLimit,
 	ctl.CodeUnavailable: metrics.ResultUnavailable,
+}
+
+// reasonOf is the explanation sent with a refusal: err's text without a
+// leading kind of failure (policy.ErrPortNotFound and the like), which the
+// code already carries and the application's library names, so that the
+// application's error says it once.
+func reasonOf(err error) string {
+	s := err.Error()
+	for _, kind := range []error{policy.ErrPortNotFound, policy.ErrNotServer, policy.ErrDenied} {
+		if errors.Is(err, kind) {
+			s = strings.TrimPrefix(s, kind.Error()+": ")
+		}
+	}
+	return s
 }
 
 // resultOf returns the metrics result label of a failure code.

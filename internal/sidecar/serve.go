@@ -42,7 +42,7 @@ func (s *Sidecar) publish(c *net.UnixConn, name string) {
 	pub, err := s.startPublication(c, name)
 	if err != nil {
 		s.log.Info("publish refused", "port", ns+"/"+name, "error", err)
-		s.replyError(c, codeOf(err), err.Error())
+		s.replyError(c, codeOf(err), reasonOf(err))
 		return
 	}
 	s.log.Info("port published", "port", pub.key, "endpoint", pub.endpoint.Path())
@@ -228,7 +228,7 @@ func (p *publication) servePeer(c *net.UnixConn) {
 		if code != ctl.CodeRejected {
 			s.log.Info("connection refused", "port", p.key, "client", client.String(), "code", code.String(), "error", err)
 		}
-		reason := err.Error()
+		reason := reasonOf(err)
 		if len(reason) > ctl.MaxErrorMessage {
 			reason = reason[:ctl.MaxErrorMessage]
 		}

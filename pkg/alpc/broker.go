@@ -24,7 +24,8 @@ const EnvSocket = "KALPC_SOCKET"
 // carries the broker's explanation. A server application's rejection is a
 // *RejectError, as with Dial.
 var (
-	// ErrNoBroker means KALPC_SOCKET is not set or no broker listens on it.
+	// ErrNoBroker means KALPC_SOCKET is not set (the pod has no kalpc
+	// sidecar) or no broker listens on it.
 	ErrNoBroker = errors.New("alpc: no kalpc broker")
 	// ErrPortNotFound means no connection port of that name exists.
 	ErrPortNotFound = errors.New("alpc: connection port not found")
@@ -63,9 +64,13 @@ type BrokerError struct {
 }
 
 func (e *BrokerError) Error() string {
-	s := fmt.Sprintf("alpc: %s %s: %s", e.Op, e.Port, strings.TrimPrefix(e.Err.Error(), "alpc: "))
-	if e.Reason != "" {
-		s += ": " + e.Reason
+	kind := strings.TrimPrefix(e.Err.Error(), "alpc: ")
+	s := fmt.Sprintf("alpc: %s %s: %s", e.Op, e.Port, kind)
+	// A broker may start its explanation with the kind of failure too
+	// (older sidecars sent "connection port not found: no ConnectionPort
+	// …"): say it once.
+	if r := strings.TrimPrefix(e.Reason, kind+": "); r != "" {
+		s += ": " + r
 	}
 	return s
 }
@@ -119,6 +124,57 @@ func policyFromWire(p ctl.Policy) Policy {
 	}
 }
 
+// policyLimits records which of a Config's limits a brokered port's
+// policy lowered (Policy.apply), so that the error for such a limit names
+// the ConnectionPort field to change rather than the Config's.
+type policyLimits uint8
+
+const (
+	policyMaxMessageSize policyLimits = 1 << iota
+	policyMaxSectionBytes
+	policyMaxPendingCalls
+)
+
+// policyFields are the ConnectionPort fields behind each policyLimits bit,
+// by Config field.
+var policyFields = map[string]struct {
+	bit   policyLimits
+	field string
+}{
+	"MaxMessageSize":  {policyMaxMessageSize, "messagePolicy.maxMessageBytes"},
+	"MaxSectionBytes": {policyMaxSectionBytes, "messagePolicy.maxSectionBytesPerConnection"},
+	"MaxPendingCalls": {policyMaxPendingCalls, "messagePolicy.maxPendingMessages"},
+}
+
+// policyField returns the ConnectionPort field that set this side's
+// limit (a Config field name) to value, or "" if the limit is the
+// Config's own or the peer's smaller one.
+func (c *Conn) policyField(limit string, value int64) string {
+	f, ok := policyFields[limit]
+	if !ok || c.cfg.policyLimited&f.bit == 0 {
+		return ""
+	}
+	own := map[string]int64{
+		"MaxMessageSize":  c.cfg.MaxMessageSize,
+		"MaxSectionBytes": c.cfg.MaxSectionBytes,
+		"MaxPendingCalls": int64(c.cfg.MaxPendingCalls),
+	}[limit]
+	if value != own {
+		return ""
+	}
+	return f.field
+}
+
+// tooLarge is the error for what (a message or loan) exceeding the
+// connection's maximum message size.
+func (c *Conn) tooLarge(what string) error {
+	err := fmt.Errorf("%w: %s exceeds the connection's maximum message size of %d bytes", ErrTooLarge, what, c.lim.maxMessage)
+	if f := c.policyField("MaxMessageSize", c.lim.maxMessage); f != "" {
+		err = fmt.Errorf("%w, limited by the port's %s", err, f)
+	}
+	return err
+}
+
 // apply returns c restricted by the policy; zero policy fields leave c
 // alone, but for MaxSectionBytes, where 0 disables sections.
 func (p Policy) apply(c Config) Config {
@@ -127,9 +183,11 @@ func (p Policy) apply(c Config) Config {
 	}
 	if p.MaxMessageSize > 0 && p.MaxMessageSize < c.MaxMessageSize {
 		c.MaxMessageSize = max(p.MaxMessageSize, int64(c.InlineLimit))
+		c.policyLimited |= policyMaxMessageSize
 	}
 	if p.MaxPendingCalls > 0 && p.MaxPendingCalls < c.MaxPendingCalls {
 		c.MaxPendingCalls = p.MaxPendingCalls
+		c.policyLimited |= policyMaxPendingCalls
 	}
 	switch {
 	case p.MaxSectionBytes == 0:
@@ -138,6 +196,7 @@ func (p Policy) apply(c Config) Config {
 		c.DisableSections = true
 	case p.MaxSectionBytes > 0 && p.MaxSectionBytes < c.MaxSectionBytes:
 		c.MaxSectionBytes = p.MaxSectionBytes
+		c.policyLimited |= policyMaxSectionBytes
 	}
 	// The port decides whether direct access may be used at all; where it
 	// may, each application still opts in with Config.AllowDirectAccess.
@@ -175,15 +234,41 @@ func brokerError(op, port string, m *ctl.Message) error {
 	return &BrokerError{Op: op, Port: port, Err: err, Reason: reason}
 }
 
+// noSidecar explains an unset KALPC_SOCKET: the webhook sets it when it
+// injects the sidecar, which pods opt into by label.
+const noSidecar = EnvSocket + ` is not set: this pod has no kalpc sidecar; add the label kalpc.io/inject: "true" to the pod (its template's metadata.labels) or kalpc.io/injection: enabled to its namespace, and recreate the pod`
+
+// checkPortName checks a port name given to Connect ("namespace/name" or
+// "name") and says which rule it breaks.
+func checkPortName(port string) error {
+	ns, name, ok := strings.Cut(port, "/")
+	if !ok {
+		ns, name = "", port
+	}
+	if strings.Contains(name, "/") {
+		return fmt.Errorf(`%q has more than one "/": want "namespace/name", or "name" for a port in the pod's own namespace`, port)
+	}
+	if ok {
+		if err := ctl.CheckName(ns); err != nil {
+			return fmt.Errorf("namespace: %w", err)
+		}
+	}
+	if err := ctl.CheckName(name); err != nil {
+		return fmt.Errorf("port name: %w", err)
+	}
+	return nil
+}
+
 // dialBroker connects to the control socket named by KALPC_SOCKET.
 func dialBroker(ctx context.Context, op, port string) (*net.UnixConn, error) {
 	path := os.Getenv(EnvSocket)
 	if path == "" {
-		return nil, &BrokerError{Op: op, Port: port, Err: ErrNoBroker, Reason: EnvSocket + " is not set"}
+		return nil, &BrokerError{Op: op, Port: port, Err: ErrNoBroker, Reason: noSidecar}
 	}
 	c, err := ctl.Dial(ctx, path)
 	if err != nil {
-		return nil, &BrokerError{Op: op, Port: port, Err: ErrNoBroker, Reason: err.Error()}
+		return nil, &BrokerError{Op: op, Port: port, Err: ErrNoBroker, Reason: err.Error() +
+			" (is the pod's kalpc sidecar running? kubectl logs <pod> -c kalpc-sidecar)"}
 	}
 	return c, nil
 }
@@ -230,12 +315,12 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 	if err := checkHandshakeMessage("connection message", msg); err != nil {
 		return nil, err
 	}
+	if err := checkPortName(port); err != nil {
+		return nil, &BrokerError{Op: "connect", Port: port, Err: ErrInvalidPortName, Reason: err.Error()}
+	}
 	ns, name, ok := strings.Cut(port, "/")
 	if !ok {
 		ns, name = "", port
-	}
-	if err := ctl.CheckName(name); err != nil || (ok && ctl.CheckName(ns) != nil) {
-		return nil, &BrokerError{Op: "connect", Port: port, Err: ErrInvalidPortName, Reason: `want "namespace/name" or "name"`}
 	}
 	sc, err := dialBroker(ctx, "connect", port)
 	if err != nil {

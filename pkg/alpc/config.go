@@ -126,6 +126,10 @@ type Config struct {
 	// Defaults to DefaultWriteTimeout (30s); negative means no bound but
 	// the context's.
 	WriteTimeout time.Duration
+
+	// policyLimited records the limits a brokered port's policy lowered
+	// (Policy.apply), for their errors to name the port's field.
+	policyLimited policyLimits
 }
 
 // withDefaults returns a copy of c with defaults filled in, or an error for

@@ -449,7 +449,7 @@ func (c *Conn) writeRef(ctx context.Context, h *wire.Header, b buffer) error {
 
 func (c *Conn) checkSize(n int) error {
 	if int64(n) > c.lim.maxMessage {
-		return fmt.Errorf("%w: %d bytes exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
+		return c.tooLarge(fmt.Sprintf("%d bytes", n))
 	}
 	if n > c.lim.sendInline && !c.lim.sections {
 		return c.sectionsDisabled(int64(n))
@@ -479,7 +479,7 @@ func (c *Conn) acquireSlot(ctx context.Context) error {
 	case <-c.done:
 		return c.endErr()
 	case <-ctx.Done():
-		return &LimitError{Limit: "MaxPendingCalls", Value: int64(c.lim.window), Err: ctx.Err()}
+		return &LimitError{Limit: "MaxPendingCalls", Value: int64(c.lim.window), Policy: c.policyField("MaxPendingCalls", int64(c.lim.window)), Err: ctx.Err()}
 	}
 }
 

@@ -92,6 +92,11 @@ type LimitError struct {
 	// Err is the underlying cause, if any (for example a context error while
 	// waiting for a slot).
 	Err error
+	// Policy names the ConnectionPort field that lowered the limit on this
+	// connection (for example "messagePolicy.maxSectionBytesPerConnection")
+	// when it came from a brokered port's Policy rather than this side's
+	// Config; raising the Config does not help then, changing the port does.
+	Policy string
 }
 
 func (e *LimitError) Error() string {
@@ -100,6 +105,9 @@ func (e *LimitError) Error() string {
 		s = fmt.Sprintf("alpc: %s (%v) reached", e.Limit, time.Duration(e.Value))
 	} else {
 		s = fmt.Sprintf("alpc: %s (%d) reached", e.Limit, e.Value)
+	}
+	if e.Policy != "" {
+		s += ", limited by the port's " + e.Policy
 	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
@@ -113,30 +121,54 @@ func (e *LimitError) Is(target error) bool { return target == ErrLimit }
 // Unwrap returns the underlying cause.
 func (e *LimitError) Unwrap() error { return e.Err }
 
-// Code classifies an error returned by a peer's handler.
+// Code classifies an error returned by a peer's handler: the caller
+// receives it in RemoteError.Code. The values are part of the protocol:
+//
+//   - 1 CodeUnknown: the handler's error carried no code
+//   - 2 CodeCanceled: the call was cancelled
+//   - 3 CodeDeadlineExceeded: the call's deadline passed
+//   - 4 CodeUnimplemented: the peer has no Handler
+//   - 5 CodeInternal: the peer's handler panicked or failed internally
+//   - 6 CodeInvalidArgument: the handler refused the request's content
+//   - 7 CodeResourceExhausted: the reply could not be sent within limits
+//   - 8 CodePermissionDenied: the handler refused the caller
+//   - 9 CodeUnavailable: the handler cannot serve now; retry later
+//
+// A handler returns one with Errorf.
 type Code uint32
 
-// Error codes. The values are part of the protocol.
-const (
-	// CodeUnknown is used for handler errors that carry no code.
-	CodeUnknown Code = 1
-	// CodeCanceled: the call was cancelled.
-	CodeCanceled Code = 2
-	// CodeDeadlineExceeded: the call's deadline passed.
-	CodeDeadlineExceeded Code = 3
-	// CodeUnimplemented: the peer has no handler.
-	CodeUnimplemented Code = 4
-	// CodeInternal: the peer's handler panicked or failed internally.
-	CodeInternal Code = 5
-	// CodeInvalidArgument: the handler refused the request's content.
-	CodeInvalidArgument Code = 6
-	// CodeResourceExhausted: the handler's reply could not be sent within limits.
-	CodeResourceExhausted Code = 7
-	// CodePermissionDenied: the handler refused the caller.
-	CodePermissionDenied Code = 8
-	// CodeUnavailable: the handler cannot serve now.
-	CodeUnavailable Code = 9
-)
+// CodeUnknown is the code of a handler error that carries none: any error
+// other than one made with Errorf or a context error.
+const CodeUnknown Code = 1
+
+// CodeCanceled means the call was cancelled (the caller's context, or a
+// handler that returned context.Canceled). errors.Is(err,
+// context.Canceled) holds for it.
+const CodeCanceled Code = 2
+
+// CodeDeadlineExceeded means the call's deadline passed before the handler
+// answered. errors.Is(err, context.DeadlineExceeded) holds for it.
+const CodeDeadlineExceeded Code = 3
+
+// CodeUnimplemented means the peer has no Handler (Config.Handler is nil).
+const CodeUnimplemented Code = 4
+
+// CodeInternal means the peer's handler panicked or failed internally.
+const CodeInternal Code = 5
+
+// CodeInvalidArgument means the handler refused the request's content.
+const CodeInvalidArgument Code = 6
+
+// CodeResourceExhausted means the handler's reply could not be sent within
+// the connection's limits (for example larger than MaxMessageSize).
+const CodeResourceExhausted Code = 7
+
+// CodePermissionDenied means the handler refused the caller.
+const CodePermissionDenied Code = 8
+
+// CodeUnavailable means the handler cannot serve now; retrying later may
+// succeed.
+const CodeUnavailable Code = 9
 
 var codeNames = map[Code]string{
 	CodeUnknown: "unknown", CodeCanceled: "canceled", CodeDeadlineExceeded: "deadline exceeded",

@@ -40,7 +40,7 @@ var ErrLoanSpent = errors.New("alpc: loan already sent or released")
 // sections (any kalpc peer does).
 func (c *Conn) Loan(ctx context.Context, n int) (*Loan, error) {
 	if n < 0 || int64(n) > c.lim.maxMessage {
-		return nil, fmt.Errorf("%w: a %d-byte loan exceeds the connection's maximum message size of %d bytes", ErrTooLarge, n, c.lim.maxMessage)
+		return nil, c.tooLarge(fmt.Sprintf("a %d-byte loan", n))
 	}
 	if !c.lim.sections {
 		return nil, fmt.Errorf("alpc: loan: %w", c.sectionsDisabled(int64(n)))

@@ -160,7 +160,7 @@ func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 		if p.limit == 0 {
 			return buffer{}, c.sectionsDisabled(n)
 		}
-		return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Err: fmt.Errorf("%w: a %d-byte message cannot fit", ErrTooLarge, n)}
+		return buffer{}, &LimitError{Limit: "MaxSectionBytes", Value: p.limit, Policy: c.policyField("MaxSectionBytes", p.limit), Err: fmt.Errorf("%w: a %d-byte message cannot fit", ErrTooLarge, n)}
 	}
 	need := alignUp(max(n, 1), sectionAlign)
 	var timeout <-chan time.Time
@@ -250,9 +250,9 @@ func (c *Conn) waitRoom(ctx context.Context, wait, procWait <-chan struct{}, tim
 	case <-wait:
 	case <-procWait:
 	case <-timeout:
-		return &LimitError{Limit: limit, Value: value, Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
+		return &LimitError{Limit: limit, Value: value, Policy: c.policyField(limit, value), Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
 	case <-ctx.Done():
-		return &LimitError{Limit: limit, Value: value, Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
+		return &LimitError{Limit: limit, Value: value, Policy: c.policyField(limit, value), Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
 	case <-c.done:
 		return c.endErr()
 	}

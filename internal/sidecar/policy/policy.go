@@ -65,7 +65,7 @@ func (e *Engine) Port(ctx context.Context, namespace, name string) (*kalpcv1alph
 	var p kalpcv1alpha1.ConnectionPort
 	if err := e.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: no ConnectionPort %s/%s", ErrPortNotFound, namespace, name)
+			return nil, fmt.Errorf("%w: no ConnectionPort named %q in namespace %q; create it there (apiVersion: kalpc.io/v1alpha1, kind: ConnectionPort, see docs/quickstart.md) or correct the port name", ErrPortNotFound, name, namespace)
 		}
 		return nil, apiError(err, "failed to get ConnectionPort %s/%s", namespace, name)
 	}
