@@ -2,12 +2,10 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"time"
 )
 
@@ -31,7 +29,9 @@ func Write(c *net.UnixConn, m *Message, f *os.File) error {
 	}
 	var oob []byte
 	if f != nil {
-		oob = syscall.UnixRights(int(f.Fd()))
+		if oob, err = rights(f); err != nil {
+			return fmt.Errorf("ctl: sending %v message: %w", m.Type, err)
+		}
 	}
 	n, oobn, err := c.WriteMsgUnix(b, oob, nil)
 	if err != nil {
@@ -50,25 +50,21 @@ func Write(c *net.UnixConn, m *Message, f *os.File) error {
 // message refused with an error matching ErrMalformed.
 func Read(c *net.UnixConn) (*Message, *os.File, error) {
 	buf := make([]byte, MaxDatagram+1)
-	oob := make([]byte, syscall.CmsgSpace(4*maxFDs))
+	oob := make([]byte, rightsSpace(maxFDs))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, nil, err
 	}
 	fds, ferr := parseRights(oob[:oobn])
-	closeAll := func() {
-		for _, fd := range fds {
-			_ = syscall.Close(fd)
-		}
-	}
+	closeAll := func() { closeFDs(fds) }
 	switch {
 	case ferr != nil:
 		closeAll()
 		return nil, nil, errorf("bad control message: %v", ferr)
-	case flags&syscall.MSG_CTRUNC != 0:
+	case flags&msgCtrunc != 0:
 		closeAll()
 		return nil, nil, errorf("too many descriptors attached")
-	case flags&syscall.MSG_TRUNC != 0:
+	case flags&msgTrunc != 0:
 		closeAll()
 		return nil, nil, errorf("datagram larger than %d bytes", MaxDatagram)
 	case n == 0 && len(fds) == 0:
@@ -88,38 +84,6 @@ func Read(c *net.UnixConn) (*Message, *os.File, error) {
 		f = os.NewFile(uintptr(fds[0]), "kalpc-channel")
 	}
 	return m, f, nil
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	if len(oob) == 0 {
-		return nil, nil
-	}
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, err
-	}
-	var fds []int
-	var bad error
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Header.Level != syscall.SOL_SOCKET || m.Header.Type != syscall.SCM_RIGHTS {
-			bad = errors.New("unexpected control message (only SCM_RIGHTS is accepted)")
-			continue
-		}
-		got, err := syscall.ParseUnixRights(m)
-		if err != nil {
-			bad = err
-			continue
-		}
-		fds = append(fds, got...)
-	}
-	if bad != nil {
-		for _, fd := range fds {
-			_ = syscall.Close(fd)
-		}
-		return nil, bad
-	}
-	return fds, nil
 }
 
 // Deadline applies ctx's deadline to c and makes ctx's cancellation

@@ -1,0 +1,59 @@
+//go:build unix
+
+package ctl
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// Flags ReadMsgUnix reports for a truncated message or control message.
+const (
+	msgCtrunc = syscall.MSG_CTRUNC
+	msgTrunc  = syscall.MSG_TRUNC
+)
+
+// rights returns the SCM_RIGHTS control message carrying f's descriptor.
+func rights(f *os.File) ([]byte, error) { return syscall.UnixRights(int(f.Fd())), nil }
+
+// rightsSpace is the control-message buffer size needed to receive n
+// descriptors.
+func rightsSpace(n int) int { return syscall.CmsgSpace(4 * n) }
+
+// closeFDs closes every descriptor in fds, ignoring errors.
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		_ = syscall.Close(fd)
+	}
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	var bad error
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Level != syscall.SOL_SOCKET || m.Header.Type != syscall.SCM_RIGHTS {
+			bad = errors.New("unexpected control message (only SCM_RIGHTS is accepted)")
+			continue
+		}
+		got, err := syscall.ParseUnixRights(m)
+		if err != nil {
+			bad = err
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	if bad != nil {
+		closeFDs(fds)
+		return nil, bad
+	}
+	return fds, nil
+}
