@@ -88,7 +88,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned, installed into bin/).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: ## Fail if generated files, go.mod or formatting drift from what the tools produce.
+verify: ## Fail if generated files, go.mod or formatting drift from what the tools produce, or pkg/alpc stops building for macOS or Windows.
 	hack/verify.sh
 
 .PHONY: generate

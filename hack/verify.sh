@@ -9,4 +9,11 @@ go mod tidy
 if [ -f hack/generate.sh ]; then hack/generate.sh; fi
 if ! git diff --exit-code --stat; then echo "verify: generated files or go.mod drifted; run the generators and commit"; fail=1; fi
 go vet ./...
+# pkg/alpc is a library applications import: it must build (and fail at run
+# time with alpc.ErrUnsupported) on developers' macOS and Windows machines.
+for platform in darwin/amd64 darwin/arm64 windows/amd64 windows/arm64; do
+  if ! CGO_ENABLED=0 GOOS="${platform%/*}" GOARCH="${platform#*/}" go vet ./pkg/alpc/...; then
+    echo "verify: pkg/alpc does not build for ${platform}"; fail=1
+  fi
+done
 exit "${fail}"

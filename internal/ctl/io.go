@@ -2,13 +2,11 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -32,7 +30,9 @@ func Write(c *net.UnixConn, m *Message, f *os.File) error {
 	}
 	var oob []byte
 	if f != nil {
-		oob = syscall.UnixRights(int(f.Fd()))
+		if oob, err = rights(f); err != nil {
+			return fmt.Errorf("ctl: sending %v message: %w", m.Type, err)
+		}
 	}
 	n, oobn, err := c.WriteMsgUnix(b, oob, nil)
 	if err != nil {
@@ -56,25 +56,21 @@ func Read(c *net.UnixConn) (*Message, *os.File, error) {
 		return nil, nil, err
 	}
 	buf := make([]byte, MaxDatagram+1)
-	oob := make([]byte, syscall.CmsgSpace(4*maxFDs))
+	oob := make([]byte, rightsSpace(maxFDs))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return nil, nil, err
 	}
 	fds, ferr := parseRights(oob[:oobn])
-	closeAll := func() {
-		for _, fd := range fds {
-			_ = syscall.Close(fd)
-		}
-	}
+	closeAll := func() { closeFDs(fds) }
 	switch {
 	case ferr != nil:
 		closeAll()
 		return nil, nil, errorf("bad control message: %v", ferr)
-	case flags&syscall.MSG_CTRUNC != 0:
+	case flags&msgCtrunc != 0:
 		closeAll()
 		return nil, nil, errorf("too many descriptors attached")
-	case flags&syscall.MSG_TRUNC != 0:
+	case flags&msgTrunc != 0:
 		closeAll()
 		return nil, nil, errorf("datagram larger than %d bytes", MaxDatagram)
 	case n == 0 && len(fds) == 0:
@@ -94,54 +90,6 @@ func Read(c *net.UnixConn) (*Message, *os.File, error) {
 		f = os.NewFile(uintptr(fds[0]), "kalpc-channel")
 	}
 	return m, f, nil
-}
-
-// waitReadable waits, within c's deadline, until a datagram (or the end,
-// or an error) is ready on c, without receiving it.
-func waitReadable(c *net.UnixConn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var peek [1]byte
-	// A deadline or a closed connection comes back as a *net.OpError
-	// ("raw-read"), as ReadMsgUnix would report it.
-	return rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN
-	})
-}
-
-func parseRights(oob []byte) ([]int, error) {
-	if len(oob) == 0 {
-		return nil, nil
-	}
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, err
-	}
-	var fds []int
-	var bad error
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Header.Level != syscall.SOL_SOCKET || m.Header.Type != syscall.SCM_RIGHTS {
-			bad = errors.New("unexpected control message (only SCM_RIGHTS is accepted)")
-			continue
-		}
-		got, err := syscall.ParseUnixRights(m)
-		if err != nil {
-			bad = err
-			continue
-		}
-		fds = append(fds, got...)
-	}
-	if bad != nil {
-		for _, fd := range fds {
-			_ = syscall.Close(fd)
-		}
-		return nil, bad
-	}
-	return fds, nil
 }
 
 // Deadline applies ctx's deadline to c and makes ctx's cancellation

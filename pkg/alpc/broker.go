@@ -50,8 +50,8 @@ var (
 )
 
 // BrokerError is a failed Publish, Connect or brokered accept. errors.Is
-// matches it against Err (one of the errors above, ErrPortInUse or
-// ErrLimit).
+// matches it against Err (one of the errors above, ErrPortInUse, ErrLimit,
+// or, off Linux, ErrUnsupported).
 type BrokerError struct {
 	// Op is "publish", "connect" or "accept".
 	Op string
@@ -308,6 +308,9 @@ func ctxErr(ctx context.Context, err error) error {
 // a *RejectError; other failures are a *BrokerError. ctx bounds the whole
 // handshake.
 func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, error) {
+	if err := platformError(); err != nil {
+		return nil, &BrokerError{Op: "connect", Port: port, Err: err}
+	}
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

@@ -871,6 +871,9 @@ func (c *Conn) answer(req *Request, resp []byte, herr error) {
 // broker that creates a channel and hands each end to a different process
 // (see FileConn). The caller owns both files.
 func SocketPair() (*os.File, *os.File, error) {
+	if err := checkPlatform("socket pair"); err != nil {
+		return nil, nil, err
+	}
 	a, b, err := sys.SeqpacketPair()
 	if err != nil {
 		return nil, nil, fmt.Errorf("alpc: %w", err)

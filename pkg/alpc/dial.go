@@ -21,6 +21,9 @@ import (
 // reason. ctx bounds the whole handshake; it does not affect the Conn after
 // Dial returns.
 func Dial(ctx context.Context, path string, msg []byte, cfg *Config) (*Conn, error) {
+	if err := checkPlatform("dial"); err != nil {
+		return nil, err
+	}
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -113,6 +116,9 @@ func clientHandshake(ctx context.Context, fd int, cfg *Config, msg []byte) (*Con
 // bounded by ctx. FileConn duplicates the descriptor; the caller still owns
 // f and should close it.
 func FileConn(ctx context.Context, f *os.File, cfg *Config) (*Conn, error) {
+	if err := checkPlatform("file conn"); err != nil {
+		return nil, err
+	}
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

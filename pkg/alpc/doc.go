@@ -1,7 +1,10 @@
 // Package alpc is kalpc's IPC library: the Windows ALPC model (Advanced
 // Local Procedure Call) for processes on one Linux host. It depends only on
 // the standard library and golang.org/x/sys/unix, never on Kubernetes: any
-// two processes can use it, with or without the kalpc sidecar.
+// two processes can use it, with or without the kalpc sidecar. It compiles
+// on macOS and Windows too, so that applications importing it build on a
+// developer's machine; there every entry point fails with an error matching
+// [ErrUnsupported] (see [Supported]).
 //
 // # Lifecycle
 //

@@ -1,3 +1,5 @@
+//go:build linux && !kalpc_stub
+
 package alpc
 
 // Hostile peers that the port admits and that stay inside every limit of

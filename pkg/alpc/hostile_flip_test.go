@@ -1,3 +1,5 @@
+//go:build linux && !kalpc_stub
+
 package alpc
 
 import (

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
@@ -64,6 +63,9 @@ type Listener struct {
 // never deleted. The socket is created with cfg.SocketMode atomically (bound
 // under a temporary name, chmod-ed, then renamed into place).
 func Listen(path string, cfg *Config) (*Listener, error) {
+	if err := checkPlatform("listen"); err != nil {
+		return nil, err
+	}
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -147,7 +149,7 @@ func (l *Listener) takeLock() error {
 	for range 10 {
 		// O_NOFOLLOW: a symlink planted at the lock's path must not make
 		// us create or lock some other file.
-		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE|sys.ONoFollow, 0o600)
 		if err != nil {
 			return fmt.Errorf("opening lock file: %w", err)
 		}

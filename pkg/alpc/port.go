@@ -53,6 +53,9 @@ type answer struct {
 // the Port use cfg (its Handler serves their requests) restricted by the
 // port's Policy. ctx bounds only the publication.
 func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
+	if err := platformError(); err != nil {
+		return nil, &BrokerError{Op: "publish", Port: name, Err: err}
+	}
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

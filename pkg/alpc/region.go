@@ -63,6 +63,9 @@ type Region struct {
 // pay for it, and refuses a region with holes), sealed against shrinking
 // and growing so that no mapping of it can ever fault.
 func NewRegion(size int) (*Region, error) {
+	if err := checkPlatform("new region"); err != nil {
+		return nil, err
+	}
 	if size <= 0 {
 		return nil, fmt.Errorf("alpc: region size %d must be positive", size)
 	}

@@ -116,7 +116,7 @@ func (cc *ClientConn) transport(ctx context.Context) (*clientTransport, *grpc.Cl
 	cfg.Handler = alpc.HandlerFunc(t.serveALPC)
 	conn, err := connect(ctx, cc.opts.broker, cc.path, []byte(NativeMessage), &cfg)
 	if err != nil {
-		if !isNoPort(err) {
+		if !isNoPort(err) && (!cc.opts.hasFallback || !isUnsupported(err)) {
 			return nil, nil, fmt.Errorf("alpcgrpc: %w", err)
 		}
 		if !cc.opts.hasFallback {

@@ -29,8 +29,10 @@ type Dialer struct {
 
 	// Fallback, if not nil, is called instead of failing when no kalpc port
 	// listens at the address, for example to reach the same service over
-	// TCP when it is not on this node. Nil means such dials fail with an
-	// error wrapping ErrNoPort.
+	// TCP when it is not on this node. It is also called off Linux, where
+	// kalpc cannot run at all (alpc.ErrUnsupported), so the same client
+	// works on a developer's macOS or Windows machine. Nil means such dials
+	// fail with an error wrapping ErrNoPort (or alpc.ErrUnsupported).
 	Fallback func(ctx context.Context, addr string) (net.Conn, error)
 
 	// Broker, if true, connects through the pod's kalpc broker (the
@@ -52,10 +54,10 @@ func (d *Dialer) DialContext(ctx context.Context, path string) (net.Conn, error)
 	c.Handler = alpc.HandlerFunc(sc.serveALPC)
 	conn, err := connect(ctx, d.Broker, path, []byte(StreamMessage), &c)
 	if err != nil {
+		if d.Fallback != nil && (isNoPort(err) || isUnsupported(err)) {
+			return d.Fallback(ctx, path)
+		}
 		if isNoPort(err) {
-			if d.Fallback != nil {
-				return d.Fallback(ctx, path)
-			}
 			return nil, &net.OpError{Op: "dial", Net: Network, Addr: Addr(path), Err: fmt.Errorf("%w: %w", ErrNoPort, err)}
 		}
 		return nil, &net.OpError{Op: "dial", Net: Network, Addr: Addr(path), Err: err}
@@ -74,4 +76,10 @@ func (d *Dialer) DialOption() grpc.DialOption {
 // path, or a brokered port has no server on this node.
 func isNoPort(err error) bool {
 	return errors.Is(err, alpc.ErrNoPort) || errors.Is(err, alpc.ErrNoServer)
+}
+
+// isUnsupported reports whether a dial failed because kalpc cannot run on
+// this platform (off Linux). A fallback applies then as for a missing port.
+func isUnsupported(err error) bool {
+	return alpc.Supported() != nil && errors.Is(err, alpc.ErrUnsupported)
 }

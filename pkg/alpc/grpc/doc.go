@@ -60,6 +60,11 @@
 // ErrNoPort (native calls fail with codes.Unavailable). Dialer.Fallback and
 // WithFallback opt in to an ordinary gRPC connection instead.
 //
+// Off Linux (a developer's macOS or Windows machine) the package compiles
+// but kalpc cannot run: Listen, Publish and dials fail with an error
+// wrapping alpc.ErrUnsupported, and Dialer.Fallback and WithFallback take
+// over as when the server is not on this host.
+//
 // # Ownership
 //
 // Every kalpc connection is owned by the net.Conn or ClientConn or Server

@@ -60,9 +60,11 @@ func WithDefaultCallOptions(opts ...grpc.CallOption) DialOption {
 
 // WithFallback makes the ClientConn fall back to an ordinary gRPC
 // connection to target, made with grpc.NewClient(target, opts...), when no
-// kalpc port listens at the path (the server is not on this node). Without
-// it, calls then fail with codes.Unavailable and Connect with an error
-// wrapping ErrNoPort. The decision is taken at the first connection and
+// kalpc port listens at the path (the server is not on this node), and off
+// Linux, where kalpc cannot run (alpc.ErrUnsupported), so the same client
+// works on a developer's macOS or Windows machine. Without it, calls then
+// fail with codes.Unavailable and Connect with an error wrapping ErrNoPort
+// (or alpc.ErrUnsupported). The decision is taken at the first connection and
 // kept for the ClientConn's lifetime.
 func WithFallback(target string, opts ...grpc.DialOption) DialOption {
 	return func(o *dialOptions) {

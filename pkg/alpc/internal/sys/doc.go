@@ -7,4 +7,11 @@
 // Wrappers are named after their system call and return errors wrapped by
 // [os.NewSyscallError], so callers can test them with errors.Is against
 // unix.Errno values re-exported here (for example [EAGAIN]).
+//
+// Off Linux the *_other.go files give the same API as stubs: every system
+// call wrapper returns an error wrapping errors.ErrUnsupported (see
+// [Supported]) and the constants have Linux's values but are never passed
+// to a kernel. pkg/alpc therefore compiles on macOS and Windows and fails
+// at run time with a clear error. The build tag kalpc_stub selects the
+// stubs on Linux too, so tests can run them (go test -tags kalpc_stub).
 package sys

@@ -1,3 +1,5 @@
+//go:build linux && !kalpc_stub
+
 package sys
 
 import (
@@ -5,6 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// ONoFollow is open(2)'s O_NOFOLLOW, for os.OpenFile.
+const ONoFollow = unix.O_NOFOLLOW
 
 // Flock wraps flock(2) with LOCK_EX|LOCK_NB. It returns EWOULDBLOCK (wrapped)
 // when another open file description holds the lock.
