@@ -389,9 +389,9 @@ func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	size := int64(h.Aux64)
 	c.mu.Lock()
 	switch {
-	case c.err != nil:
+	case c.ended():
 		c.mu.Unlock()
-		return nil
+		return nil // nothing to map or report any more
 	case c.regions[h.ID] != nil:
 		c.mu.Unlock()
 		return protocolErrorf("grant %d announced twice", h.ID)
@@ -425,8 +425,8 @@ func (c *Conn) receiveGrant(h *wire.Header, fd int) error {
 	}
 	rr := &RemoteRegion{c: c, id: h.ID, access: access, mem: mem}
 	c.mu.Lock()
-	if c.err != nil || c.regions[h.ID] != nil {
-		dup := c.err == nil
+	if c.ended() || c.regions[h.ID] != nil {
+		dup := !c.ended()
 		c.mu.Unlock()
 		rr.revoke()
 		if dup {
@@ -459,3 +459,6 @@ func (c *Conn) closeRegions() {
 		rr.revoke()
 	}
 }
+
+// ended reports whether the connection has ended. Called with c.mu held.
+func (c *Conn) ended() bool { return c.err != nil }

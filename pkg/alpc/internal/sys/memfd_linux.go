@@ -128,7 +128,7 @@ func FSType(fd int) (int64, error) {
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return 0, os.NewSyscallError("fstatfs", err)
 	}
-	return int64(st.Type), nil
+	return st.Type, nil
 }
 
 // Blank replaces the pages of mapping b, in place, with private anonymous
