@@ -296,6 +296,11 @@ func (c *Conn) roundTrip(ctx context.Context, size int, send func(*wire.Header) 
 	if err := c.checkSize(size); err != nil {
 		return callResult{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		// Never sent: a call made with an ended context must not reach the
+		// peer's handler (and then race its own reply against ctx).
+		return callResult{}, err
+	}
 	if err := c.acquireSlot(ctx); err != nil {
 		return callResult{}, err
 	}
@@ -388,6 +393,9 @@ func (c *Conn) Send(ctx context.Context, payload []byte) error {
 func (c *Conn) oneWay(ctx context.Context, size int, send func(*wire.Header) error) error {
 	if err := c.checkSize(size); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // never sent
 	}
 	if err := c.acquireSlot(ctx); err != nil {
 		return err
