@@ -72,7 +72,7 @@ type Config struct {
 	// Defaults to DefaultMaxSectionBytes (1 GiB). A message larger than
 	// this cannot be sent. Granted regions this side maps count against it
 	// too. The wait for releases is also bounded by WriteTimeout: a peer
-	// that releases nothing for that long fails the send (not the
+	// that does not release enough for that long fails the send (not the
 	// connection) with a *LimitError.
 	MaxSectionBytes int64
 

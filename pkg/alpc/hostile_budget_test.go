@@ -653,7 +653,7 @@ func TestHostileNeverReleases(t *testing.T) {
 		case wire.TypeReply:
 			replies++
 		case wire.TypeError:
-			if Code(h.Aux32) != CodeResourceExhausted || !strings.Contains(string(payload), "released no shared memory") {
+			if Code(h.Aux32) != CodeResourceExhausted || !strings.Contains(string(payload), "released too little shared memory within WriteTimeout") {
 				t.Errorf("error reply %v %q", Code(h.Aux32), payload)
 			}
 			refused++

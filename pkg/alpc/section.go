@@ -151,8 +151,10 @@ func (b buffer) ref() wire.SectionRef {
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
 
 // alloc reserves n bytes, creating (and announcing to the peer) a new
-// section when none has room, or waiting for releases until ctx ends or,
-// if the peer releases nothing meanwhile, WriteTimeout passes. The
+// section when none has room, or waiting for releases until ctx ends or
+// WriteTimeout passes without room (the timer is not reset by releases too
+// small to make room: a peer cannot trickle releases to hold a sender
+// forever). The
 // returned buffer holds a reference on its section; drop it with unref.
 func (c *Conn) alloc(ctx context.Context, n int64) (buffer, error) {
 	p := c.out
@@ -250,7 +252,7 @@ func (c *Conn) waitRoom(ctx context.Context, wait, procWait <-chan struct{}, tim
 	case <-wait:
 	case <-procWait:
 	case <-timeout:
-		return &LimitError{Limit: limit, Value: value, Policy: c.policyField(limit, value), Err: fmt.Errorf("the peer released no shared memory for WriteTimeout (%v)", c.cfg.WriteTimeout)}
+		return &LimitError{Limit: limit, Value: value, Policy: c.policyField(limit, value), Err: fmt.Errorf("the peer released too little shared memory within WriteTimeout (%v)", c.cfg.WriteTimeout)}
 	case <-ctx.Done():
 		return &LimitError{Limit: limit, Value: value, Policy: c.policyField(limit, value), Err: fmt.Errorf("waiting for the peer to release shared memory: %w", ctx.Err())}
 	case <-c.done:
