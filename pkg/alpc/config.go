@@ -217,8 +217,6 @@ type limits struct {
 	sendSections, recvSections int64
 	// sections: the peer maps our sections; directAccess: both allow grants.
 	sections, directAccess bool
-	// ownSectionsOff: this side disabled sections (Config.DisableSections).
-	ownSectionsOff bool
 }
 
 func negotiate(own *Config, peer wire.Params) limits {
@@ -234,7 +232,7 @@ func negotiate(own *Config, peer wire.Params) limits {
 	}
 	if own.DisableSections {
 		l.sendSections, l.recvSections = 0, 0
-		l.sections, l.ownSectionsOff = false, true
+		l.sections = false
 	}
 	return l
 }

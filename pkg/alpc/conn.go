@@ -468,7 +468,7 @@ func (c *Conn) checkSize(n int) error {
 // sectionsDisabled is the error for an n-byte message that needs a
 // section on a connection without them.
 func (c *Conn) sectionsDisabled(n int64) error {
-	if c.lim.ownSectionsOff {
+	if c.cfg.DisableSections {
 		return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and shared-memory sections are disabled on this side (Config.DisableSections, set by a port whose policy has maxSectionBytesPerConnection: 0)", ErrTooLarge, n, c.lim.sendInline)
 	}
 	return fmt.Errorf("%w: %d bytes exceeds the inline limit of %d bytes and the peer does not take shared-memory sections", ErrTooLarge, n, c.lim.sendInline)

@@ -517,10 +517,16 @@ func newInPool(limit int64) *inPool {
 func (p *inPool) reserve(what string, size int64) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if size > p.limit-p.total {
+	return p.reserveLocked(what, uint64(size))
+}
+
+// reserveLocked is reserve with p.mu held. size is as the peer announced
+// it (it may not fit an int64).
+func (p *inPool) reserveLocked(what string, size uint64) error {
+	if size > uint64(p.limit-p.total) {
 		return protocolErrorf("peer exceeded MaxSectionBytes (%d): %s of %d bytes with %d mapped", p.limit, what, size, p.total)
 	}
-	p.total += size
+	p.total += int64(size)
 	return nil
 }
 
@@ -557,11 +563,12 @@ func (c *Conn) addSection(h *wire.Header, fd int) error {
 	case len(p.secs) >= maxSections:
 		p.mu.Unlock()
 		return protocolErrorf("peer exceeded %d sections", maxSections)
-	case size > uint64(p.limit-p.total):
-		p.mu.Unlock()
-		return protocolErrorf("peer exceeded MaxSectionBytes (%d): section %d of %d bytes with %d mapped", p.limit, id, size, p.total)
 	}
-	p.total += int64(size) // reserve before mapping outside the lock
+	// Reserve before mapping outside the lock.
+	if err := p.reserveLocked(what, size); err != nil {
+		p.mu.Unlock()
+		return err
+	}
 	// Claim the id too, so that a second announcement is refused.
 	s := &inSection{id: id, size: int64(size)}
 	p.secs[id] = s
