@@ -470,7 +470,7 @@ func readUntilHangup(t *testing.T, fd int, d time.Duration) bool {
 func TestHostileCopyAmplification(t *testing.T) {
 	checkLeaks(t)
 	release := make(chan struct{})
-	l, path := listenTest(t, &Config{MaxSectionBytes: 64 << 20, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+	path, conns, good, _ := listenWithGood(t, &Config{MaxSectionBytes: 64 << 20, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		p := r.Payload()
 		if len(p) > 1<<20 {
 			select { // hold the copy, as a slow handler would
@@ -479,16 +479,7 @@ func TestHostileCopyAmplification(t *testing.T) {
 			}
 		}
 		return bytes.TrimPrefix(p, []byte("echo:")), nil
-	})})
-	conns := make(chan *Conn, 4)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	})}, nil, 4)
 	g := startGoodTraffic(t, good)
 	baseHeap := heapInUse()
 	res := sampleResources()
@@ -518,7 +509,7 @@ func TestHostileSectionBudget(t *testing.T) {
 	baseMapped := sectionBytesMapped(t)
 	hold := make(chan struct{})
 	defer close(hold)
-	l, path := listenTest(t, &Config{MaxSectionBytes: 64 << 20, AllowDirectAccess: true, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+	path, conns, good, _ := listenWithGood(t, &Config{MaxSectionBytes: 64 << 20, AllowDirectAccess: true, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		v := r.View()
 		defer v.Release()
 		if v.Len() > 1<<20 {
@@ -529,16 +520,7 @@ func TestHostileSectionBudget(t *testing.T) {
 			return []byte("ok"), nil
 		}
 		return bytes.TrimPrefix(bytes.Clone(v.Bytes()), []byte("echo:")), nil
-	})})
-	conns := make(chan *Conn, 4)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	})}, nil, 4)
 	g := startGoodTraffic(t, good)
 	const size = 32 << 20
 	t.Run("drop of a section still lent", func(t *testing.T) {
@@ -601,16 +583,7 @@ func directDial(t *testing.T, path string) int {
 // CodeResourceExhausted error and the handler is free.
 func TestHostileNeverReleases(t *testing.T) {
 	checkLeaks(t)
-	l, path := listenTest(t, &Config{MaxSectionBytes: 16 << 20, WriteTimeout: time.Second, MaxConcurrentHandlers: 8, Handler: testHandler(nil)})
-	conns := make(chan *Conn, 4)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	path, conns, good, _ := listenWithGood(t, &Config{MaxSectionBytes: 16 << 20, WriteTimeout: time.Second, MaxConcurrentHandlers: 8, Handler: testHandler(nil)}, nil, 4)
 	g := startGoodTraffic(t, good)
 
 	fd, err := rawConnect(t.Context(), path, nil)
@@ -764,16 +737,7 @@ func TestRemoteRegionRevokedDuringUse(t *testing.T) {
 func TestDisableSections(t *testing.T) {
 	checkLeaks(t)
 	cfg := Policy{MaxSectionBytes: 0}.apply(Config{Handler: testHandler(nil)})
-	l, path := listenTest(t, &cfg)
-	conns := make(chan *Conn, 2)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	path, conns, good, _ := listenWithGood(t, &cfg, nil, 2)
 	if good.Limits().MaxSectionBytes != 0 {
 		t.Errorf("client may lend %d section bytes to a server without sections", good.Limits().MaxSectionBytes)
 	}

@@ -127,19 +127,10 @@ func TestHostileSlowReader(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			checkLeaks(t)
-			l, path := listenTest(t, &Config{
+			path, conns, good, _ := listenWithGood(t, &Config{
 				Handler: deafHandler(), MaxPendingCalls: window, MaxConcurrentHandlers: handlers,
 				WriteTimeout: writeTimeout,
-			})
-			conns := make(chan *Conn, 2)
-			go acceptInto(l, conns)
-			good, err := Dial(t.Context(), path, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer good.Close()
-			goodServer := <-conns
-			defer goodServer.Close()
+			}, nil, 2)
 			baseFDs, baseGors, baseHeap := countFDs(t), runtime.NumGoroutine(), heapInUse()
 
 			g := startGoodTraffic(t, good)
@@ -160,7 +151,7 @@ func TestHostileSlowReader(t *testing.T) {
 			result := waitForFile(t, stats, 10*time.Second)
 			maxFDs, maxGors, maxHeap := res.finish()
 			g.finish(t, 10, 50*time.Millisecond)
-			err = deaf.Err()
+			err := deaf.Err()
 			t.Logf("deaf client (%s): connection ended after %v with %v; client: %s; peak %d goroutines (baseline %d), %d fds (baseline %d), heap %+d KiB",
 				tt.name, ended.Round(time.Millisecond), err, result, maxGors, baseGors, maxFDs, baseFDs, (int64(maxHeap)-int64(baseHeap))>>10)
 			matched := false

@@ -125,7 +125,7 @@ func TestHostileByteFlipping(t *testing.T) {
 		viewChanged bool // two reads of the View differed
 	}
 	verdicts := make(chan verdict, requests)
-	l, path := listenTest(t, &Config{Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+	path, conns, good, goodServer := listenWithGood(t, &Config{Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		// The good client's echo calls are inline; the flipper's requests
 		// are in its section: odd ids are read with Payload, even with View.
 		echo := func(b []byte) ([]byte, error) { return bytes.TrimPrefix(b, []byte("echo:")), nil }
@@ -169,16 +169,7 @@ func TestHostileByteFlipping(t *testing.T) {
 		}
 		verdicts <- v
 		return []byte("ok"), nil
-	})})
-	conns := make(chan *Conn, 2)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	})}, nil, 2)
 	g := startGoodTraffic(t, good)
 	startHelper(t, "flipper", fmt.Sprintf("%s|%d", path, requests))
 	server := <-conns

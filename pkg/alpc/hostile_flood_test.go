@@ -113,16 +113,7 @@ func TestHostileFDFlood(t *testing.T) {
 			var logs logCapture
 			restore := logs.install()
 			defer restore()
-			l, path := listenTest(t, &Config{Handler: testHandler(nil)})
-			conns := make(chan *Conn, 16)
-			go acceptInto(l, conns)
-			good, err := Dial(t.Context(), path, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer good.Close()
-			goodServer := <-conns
-			defer goodServer.Close()
+			path, conns, good, _ := listenWithGood(t, &Config{Handler: testHandler(nil)}, nil, 16)
 			baseFDs := countFDs(t)
 
 			g := startGoodTraffic(t, good)

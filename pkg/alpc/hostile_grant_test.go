@@ -176,16 +176,7 @@ func TestHostileGrantHolder(t *testing.T) {
 		roSize = 64 << 10
 		flipMS = 600
 	)
-	l, path := listenTest(t, &Config{AllowDirectAccess: true, Handler: testHandler(nil)})
-	conns := make(chan *Conn, 2)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, &Config{AllowDirectAccess: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	path, conns, good, goodServer := listenWithGood(t, &Config{AllowDirectAccess: true, Handler: testHandler(nil)}, &Config{AllowDirectAccess: true}, 2)
 	g := startGoodTraffic(t, good)
 
 	stats := filepath.Join(t.TempDir(), "stats")

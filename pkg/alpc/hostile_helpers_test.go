@@ -261,3 +261,48 @@ func (l *logCapture) contains(s string) bool {
 	defer l.mu.Unlock()
 	return strings.Contains(l.buf.String(), s)
 }
+
+// listenWithGood listens on a port with cfg, accepts every connection into
+// conns (buffered for backlog), and connects a well-behaved client with
+// clientCfg: good is its end, goodServer the port's. Both are closed by the
+// test's cleanups, before checkLeaks' checks (a test may close them earlier
+// to compare a baseline).
+func listenWithGood(t *testing.T, cfg, clientCfg *Config, backlog int) (path string, conns chan *Conn, good, goodServer *Conn) {
+	t.Helper()
+	l, path := listenTest(t, cfg)
+	conns = make(chan *Conn, backlog)
+	go acceptInto(l, conns)
+	good, err := Dial(t.Context(), path, nil, clientCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodServer = <-conns
+	t.Cleanup(func() {
+		good.Close()
+		goodServer.Close()
+	})
+	return path, conns, good, goodServer
+}
+
+// answerOneHandshake plays a hand-written server: it listens on a port,
+// reads one client's connection message and answers it with reply, then
+// hangs up. It returns the port's path.
+func answerOneHandshake(t *testing.T, reply []byte) string {
+	t.Helper()
+	path := t.TempDir() + "/evil.sock"
+	lfd, err := rawListener(path, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Close(lfd) })
+	go func() {
+		fd, err := sys.Accept4(lfd)
+		if err != nil {
+			return
+		}
+		defer sys.Close(fd)
+		_, _, _ = readHandshake(context.Background(), fd)
+		_ = sys.Sendmsg(fd, reply, nil, nil, sys.MsgNoSignal)
+	}()
+	return path
+}

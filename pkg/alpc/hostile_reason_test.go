@@ -18,22 +18,8 @@ import (
 // JSON). Dial's RejectError carries it with the invalid bytes replaced.
 func TestHostileServerRejectReasonNotUTF8(t *testing.T) {
 	checkLeaks(t)
-	path := t.TempDir() + "/evil.sock"
-	lfd, err := rawListener(path, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close(lfd)
-	go func() {
-		fd, err := sys.Accept4(lfd)
-		if err != nil {
-			return
-		}
-		defer sys.Close(fd)
-		_, _, _ = readHandshake(context.Background(), fd)
-		_ = sys.Sendmsg(fd, header(wire.TypeReject, 0, 0, []byte("go\xff\xfe away\xc3")), nil, nil, sys.MsgNoSignal)
-	}()
-	_, err = Dial(t.Context(), path, nil, nil)
+	path := answerOneHandshake(t, header(wire.TypeReject, 0, 0, []byte("go\xff\xfe away\xc3")))
+	_, err := Dial(t.Context(), path, nil, nil)
 	var re *RejectError
 	if !errors.As(err, &re) {
 		t.Fatalf("Dial to a server rejecting with invalid UTF-8 = %v; want a *RejectError", err)

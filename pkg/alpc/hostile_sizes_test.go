@@ -25,16 +25,7 @@ func TestHostileHugeSizes(t *testing.T) {
 	var logs logCapture
 	restore := logs.install()
 	defer restore()
-	l, path := listenTest(t, &Config{MaxMessageSize: maxMessage, MaxSectionBytes: 64 << 20, Handler: testHandler(nil)})
-	conns := make(chan *Conn, 1)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	path, conns, good, goodServer := listenWithGood(t, &Config{MaxMessageSize: maxMessage, MaxSectionBytes: 64 << 20, Handler: testHandler(nil)}, nil, 1)
 	g := startGoodTraffic(t, good)
 
 	section := func(id, size uint64) []byte {

@@ -136,7 +136,8 @@ func TestHostilePeer(t *testing.T) {
 	checkLeaks(t)
 	block := make(chan struct{})
 	defer close(block)
-	l, path := listenTest(t, &Config{MaxPendingCalls: 4, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+	// A well-behaved client whose connection must survive every attack.
+	path, conns, good, _ := listenWithGood(t, &Config{MaxPendingCalls: 4, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		if string(r.Payload()) == "block" {
 			select {
 			case <-block:
@@ -144,18 +145,7 @@ func TestHostilePeer(t *testing.T) {
 			}
 		}
 		return bytes.TrimPrefix(r.Payload(), []byte("echo:")), nil // the good traffic's echo calls
-	})})
-	conns := make(chan *Conn, 1)
-	go acceptInto(l, conns)
-
-	// A well-behaved client whose connection must survive every attack.
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	})}, nil, 1)
 	g := startGoodTraffic(t, good)
 	defer g.finish(t, 10, 50*time.Millisecond)
 
@@ -332,23 +322,9 @@ func TestHostileHandshake(t *testing.T) {
 
 func TestHostileServer(t *testing.T) {
 	checkLeaks(t)
-	path := t.TempDir() + "/evil.sock"
-	lfd, err := rawListener(path, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close(lfd)
-	go func() {
-		fd, err := sys.Accept4(lfd)
-		if err != nil {
-			return
-		}
-		defer sys.Close(fd)
-		_, _, _ = readHandshake(context.Background(), fd)
-		// Accept with nonsense parameters (inline limit 0).
-		_ = sys.Sendmsg(fd, header(wire.TypeAccept, 0, 0, make([]byte, wire.ParamsSize)), nil, nil, sys.MsgNoSignal)
-	}()
-	_, err = Dial(t.Context(), path, nil, nil)
+	// Accept with nonsense parameters (inline limit 0).
+	path := answerOneHandshake(t, header(wire.TypeAccept, 0, 0, make([]byte, wire.ParamsSize)))
+	_, err := Dial(t.Context(), path, nil, nil)
 	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "inline limit 0") {
 		t.Fatalf("Dial to a hostile server = %v; want a protocol error about the inline limit", err)
 	}

@@ -244,18 +244,9 @@ func sectionFD(t *testing.T, size int64, seals int) int {
 func TestHostileSections(t *testing.T) {
 	checkLeaks(t)
 	baseMaps := sectionMaps(t)
-	l, path := listenTest(t, &Config{MaxSectionBytes: 64 << 20, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
+	path, conns, good, goodServer := listenWithGood(t, &Config{MaxSectionBytes: 64 << 20, Handler: HandlerFunc(func(ctx context.Context, r *Request) ([]byte, error) {
 		return bytes.TrimPrefix(r.Payload(), []byte("echo:")), nil // the good traffic's echo calls
-	})})
-	conns := make(chan *Conn, 1)
-	go acceptInto(l, conns)
-	good, err := Dial(t.Context(), path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	goodServer := <-conns
-	defer goodServer.Close()
+	})}, nil, 1)
 	g := startGoodTraffic(t, good)
 
 	section := func(id uint64, size uint64) []byte {
