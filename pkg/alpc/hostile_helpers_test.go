@@ -111,8 +111,8 @@ func (l *latencies) add(d time.Duration) {
 	l.mu.Unlock()
 }
 
-// p99 returns the 99th percentile and the sample count.
-func (l *latencies) p99() (time.Duration, int) {
+// quantile returns the q quantile (0 < q <= 1) and the sample count.
+func (l *latencies) quantile(q float64) (time.Duration, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.d) == 0 {
@@ -120,7 +120,7 @@ func (l *latencies) p99() (time.Duration, int) {
 	}
 	s := slices.Clone(l.d)
 	slices.Sort(s)
-	return s[(len(s)*99)/100], len(s)
+	return s[min(int(float64(len(s))*q), len(s)-1)], len(s)
 }
 
 // echoCalls makes sequential echo calls on c, recording their latency,
@@ -149,13 +149,18 @@ func echoCalls(ctx context.Context, c *Conn, n int, stop <-chan struct{}) (*late
 	return lat, nil
 }
 
-// goodTraffic measures a good connection's call p99 before an attack, then
-// keeps calling in the background while it runs. finish stops the
-// background calls and checks the p99 during the attack stayed within
-// factor times the one before (or under floor, whichever is larger: a
-// loaded 2-core CI machine has millisecond hiccups of its own).
+// goodTraffic measures a good connection's call latency before an attack,
+// then keeps calling in the background while it runs. finish stops the
+// background calls and checks that every call succeeded, none hung, and
+// the median during the attack stayed within factor times the one before
+// (or under floor, whichever is larger). The median, not the p99: the
+// question is whether the attack starves the good connection, and a
+// -race run on a loaded 2-core CI machine has GC and scheduling hiccups
+// of its own (a 69 ms p99 over 32 calls failed CI once); the p99 is
+// logged, and latency itself is measured by the benchmarks.
 type goodTraffic struct {
-	before time.Duration
+	before    time.Duration // median
+	beforeP99 time.Duration
 	stop   chan struct{}
 	done   chan error
 	during *latencies
@@ -168,7 +173,8 @@ func startGoodTraffic(t *testing.T, c *Conn) *goodTraffic {
 		t.Fatal(err)
 	}
 	g := &goodTraffic{stop: make(chan struct{}), done: make(chan error, 1)}
-	g.before, _ = before.p99()
+	g.before, _ = before.quantile(0.5)
+	g.beforeP99, _ = before.quantile(0.99)
 	go func() {
 		l, err := echoCalls(t.Context(), c, 0, g.stop)
 		g.during = l // read after done delivers
@@ -177,19 +183,28 @@ func startGoodTraffic(t *testing.T, c *Conn) *goodTraffic {
 	return g
 }
 
+// goodCallHang is the slowest a good call may be during an attack: far
+// above any scheduling hiccup, far below the test timeouts.
+const goodCallHang = 2 * time.Second
+
 func (g *goodTraffic) finish(t *testing.T, factor float64, floor time.Duration) {
 	t.Helper()
 	close(g.stop)
 	if err := <-g.done; err != nil {
 		t.Errorf("good connection during the attack: %v", err)
 	}
-	during, n := g.during.p99()
-	t.Logf("good connection: call p99 %v before, %v during the attack (%d calls)", g.before, during, n)
+	during, n := g.during.quantile(0.5)
+	duringP99, _ := g.during.quantile(0.99)
+	worst, _ := g.during.quantile(1)
+	t.Logf("good connection: call median %v before, %v during the attack; p99 %v before, %v during; slowest %v (%d calls)", g.before, during, g.beforeP99, duringP99, worst, n)
 	if n < 10 {
 		t.Errorf("good connection made only %d calls during the attack", n)
 	}
 	if limit := max(time.Duration(float64(g.before)*factor), floor); during > limit {
-		t.Errorf("good connection's p99 during the attack is %v, over %v (%.0fx the %v before, floor %v)", during, limit, factor, g.before, floor)
+		t.Errorf("good connection's median call during the attack took %v, over %v (%.0fx the %v before, floor %v)", during, limit, factor, g.before, floor)
+	}
+	if worst > goodCallHang {
+		t.Errorf("a good call took %v during the attack (a hang: over %v)", worst, goodCallHang)
 	}
 }
 
