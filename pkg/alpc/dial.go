@@ -167,3 +167,17 @@ func fileConn(ctx context.Context, fd int, cfg *Config) (*Conn, error) {
 	}
 	return newConn(fd, cfg, peer), nil
 }
+
+// SocketPair returns a connected pair of kalpc-capable sockets, for a
+// broker that creates a channel and hands each end to a different process
+// (see FileConn). The caller owns both files.
+func SocketPair() (*os.File, *os.File, error) {
+	if err := checkPlatform("socket pair"); err != nil {
+		return nil, nil, err
+	}
+	a, b, err := sys.SeqpacketPair()
+	if err != nil {
+		return nil, nil, fmt.Errorf("alpc: %w", err)
+	}
+	return os.NewFile(uintptr(a), "alpc-channel"), os.NewFile(uintptr(b), "alpc-channel"), nil
+}
