@@ -71,25 +71,9 @@ type Conn struct {
 	calls map[uint64]*call
 	// oneWayOut counts our one-way requests not yet credited back.
 	oneWayOut int
-	// inflight counts the peer's requests not yet finished.
-	inflight int
-	// serving are the peer's calls being handled or queued, by id, so a
-	// cancel can reach them.
-	serving map[uint64]*Request
-	// running counts call handlers running; callQueue holds calls waiting
-	// for one of the MaxConcurrentHandlers.
-	running   int
-	callQueue fifo
-	// idle hands calls to workers waiting in nextCall.
-	idle        chan *Request
-	idleWorkers int
-	// One-way requests are handled one at a time, in order, by a single
-	// worker (a message queue), apart from calls. oneWayActive counts those
-	// queued or running; credits those finished but not yet credited.
-	oneWayQueue   fifo
-	oneWayRunning bool
-	oneWayActive  int
-	credits       uint32
+	// sched is where the peer's requests wait for and run on handlers
+	// (serve.go).
+	sched scheduler
 	// regions the peer granted us, by grant id.
 	regions map[uint64]*RemoteRegion
 	err     error // why the Conn ended; set once
@@ -130,9 +114,7 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 		slots:      make(chan struct{}, lim.window),
 		congested:  make(chan struct{}, 1),
 		calls:      make(map[uint64]*call),
-		serving:    make(map[uint64]*Request),
 		regions:    make(map[uint64]*RemoteRegion),
-		idle:       make(chan *Request),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		baseCtx:    ctx,
@@ -143,6 +125,7 @@ func newConn(fd int, cfg *Config, peer wire.Params) *Conn {
 	// Handlers' contexts derive from baseCtx: the value lets a handler's
 	// callbacks through a shutdown (see mayStart).
 	c.baseCtx = context.WithValue(ctx, connKey{}, c)
+	c.sched.init()
 	c.rd.init(lim.recvInline)
 	rfd, _ := c.sock.Acquire() // a new socket: cannot fail
 	go c.readLoop(rfd)
@@ -204,12 +187,7 @@ func (c *Conn) fail(err error) {
 	c.calls = nil
 	// Requests still queued will never run: finish them below so that
 	// their contexts and any shared memory they hold are released.
-	var dropped []*Request
-	for _, q := range []*fifo{&c.callQueue, &c.oneWayQueue} {
-		for r := q.pop(); r != nil; r = q.pop() {
-			dropped = append(dropped, r)
-		}
-	}
+	dropped := c.sched.drain()
 	c.mu.Unlock()
 
 	_ = c.sock.Close()

@@ -39,7 +39,7 @@ func (c *Conn) receive(b []byte, fds []int, ferr error, rflags int) error {
 		return c.receiveRequest(&h, payload)
 	case wire.TypeCancel:
 		c.mu.Lock()
-		req := c.serving[h.ID]
+		req := c.sched.serving[h.ID]
 		c.mu.Unlock()
 		if req != nil {
 			req.cancel()
@@ -136,35 +136,12 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 	}
 
 	c.mu.Lock()
-	if c.inflight >= c.lim.window {
-		c.mu.Unlock()
-		req.finish()
-		return protocolErrorf("peer exceeded MaxPendingCalls (%d requests in flight)", c.lim.window)
-	}
-	start := false
-	if oneWay {
-		c.oneWayActive++
-		if !c.oneWayRunning {
-			c.oneWayRunning, start = true, true
-		} else {
-			c.oneWayQueue.push(req)
-		}
-	} else {
-		if _, dup := c.serving[h.ID]; dup {
-			c.mu.Unlock()
-			req.finish()
-			return protocolErrorf("duplicate request id %d", h.ID)
-		}
-		c.serving[h.ID] = req
-		if c.running < c.cfg.MaxConcurrentHandlers {
-			c.running++
-			start = true
-		} else {
-			c.callQueue.push(req)
-		}
-	}
-	c.inflight++
+	start, err := c.sched.admit(req, c.lim.window, c.cfg.MaxConcurrentHandlers)
 	c.mu.Unlock()
+	if err != nil {
+		req.finish()
+		return err
+	}
 	if start {
 		if c.rd.mayInline {
 			// The primary reader runs it itself (see serveInline).
@@ -173,7 +150,7 @@ func (c *Conn) receiveRequest(h *wire.Header, payload []byte) error {
 		}
 		if !oneWay {
 			select {
-			case c.idle <- req: // an idle worker takes it, with its grown stack
+			case c.sched.idle <- req: // an idle worker takes it, with its grown stack
 				return nil
 			default:
 			}
