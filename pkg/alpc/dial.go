@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
 )
@@ -104,7 +105,7 @@ func clientHandshake(ctx context.Context, fd int, cfg *Config, msg []byte) (*Con
 	case wire.TypeReject:
 		// The reason is the peer's text: never pass on invalid UTF-8
 		// (a truncated rune, or bytes meant to corrupt logs or JSON).
-		return nil, &RejectError{Reason: toValidUTF8(string(payload))}
+		return nil, &RejectError{Reason: peertext.Clean(string(payload))}
 	}
 	return nil, protocolErrorf("server answered the connection request with a %v message", h.Type)
 }

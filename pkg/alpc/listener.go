@@ -2,8 +2,6 @@ package alpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kalpc/kalpc/internal/peertext"
+	"github.com/kalpc/kalpc/internal/socklock"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
 )
@@ -37,13 +37,12 @@ func checkSocketPath(path string) error {
 // Listener's lifetime, so a stale socket left by a dead process is replaced
 // safely while a live one is never stolen.
 type Listener struct {
-	path     string
-	lockPath string
-	cfg      Config
-	lock     *os.File
-	sock     *sys.Socket
-	wakefd   int
-	log      *slog.Logger
+	path   string
+	cfg    Config
+	lock   *socklock.Lock
+	sock   *sys.Socket
+	wakefd int
+	log    *slog.Logger
 
 	// slots bounds connection requests in progress: being handshaken,
 	// queued for Accept, or returned by Accept and not yet answered.
@@ -74,14 +73,13 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 		return nil, fmt.Errorf("alpc: listen %s: %w", path, err)
 	}
 	l := &Listener{
-		path:     path,
-		lockPath: path + ".lock",
-		cfg:      c,
-		wakefd:   -1,
-		log:      slog.Default().With("component", "alpc", "port", path),
-		slots:    make(chan struct{}, c.MaxPendingConnections),
-		reqs:     make(chan *ConnRequest, c.MaxPendingConnections),
-		done:     make(chan struct{}),
+		path:   path,
+		cfg:    c,
+		wakefd: -1,
+		log:    slog.Default().With("component", "alpc", "port", path),
+		slots:  make(chan struct{}, c.MaxPendingConnections),
+		reqs:   make(chan *ConnRequest, c.MaxPendingConnections),
+		done:   make(chan struct{}),
 	}
 	if err := l.open(); err != nil {
 		l.release()
@@ -94,30 +92,22 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 }
 
 func (l *Listener) open() error {
-	if err := l.takeLock(); err != nil {
-		return err
+	// With the lock held, a stale socket at path (of a process that died)
+	// is gone and no live Listener owns the path.
+	lock, err := socklock.Acquire(l.path)
+	if errors.Is(err, socklock.ErrInUse) {
+		return ErrPortInUse
 	}
-	exists, isSock, err := sys.IsSocketFile(l.path)
 	if err != nil {
 		return err
 	}
-	if exists {
-		if !isSock {
-			return fmt.Errorf("%s exists and is not a socket; refusing to replace it", l.path)
-		}
-		// We hold the lock, so no live Listener owns this socket.
-		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing stale socket: %w", err)
-		}
-	}
+	l.lock = lock
 	fd, err := sys.SeqpacketSocket(true)
 	if err != nil {
 		return err
 	}
 	l.sock = sys.NewSocket(fd)
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(l.path), "."+hex.EncodeToString(rnd[:])+".tmp")
+	tmp := filepath.Join(filepath.Dir(l.path), socklock.TempName())
 	if err := checkSocketPath(tmp); err != nil {
 		return err
 	}
@@ -143,56 +133,11 @@ func (l *Listener) open() error {
 	return nil
 }
 
-// takeLock opens and flocks the lock file, retrying if it was replaced
-// between open and flock (a Listener closing concurrently unlinks it).
-func (l *Listener) takeLock() error {
-	for range 10 {
-		// O_NOFOLLOW: a symlink planted at the lock's path must not make
-		// us create or lock some other file.
-		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE|sys.ONoFollow, 0o600)
-		if err != nil {
-			return fmt.Errorf("opening lock file: %w", err)
-		}
-		raw, err := f.SyscallConn()
-		if err != nil {
-			_ = f.Close()
-			return err
-		}
-		var lockErr, sameErr error
-		same := false
-		_ = raw.Control(func(fd uintptr) {
-			if lockErr = sys.Flock(int(fd)); lockErr == nil {
-				same, sameErr = sys.SameFile(int(fd), l.lockPath)
-			}
-		})
-		switch {
-		case errors.Is(lockErr, sys.EWOULDBLOCK):
-			_ = f.Close()
-			return ErrPortInUse
-		case lockErr != nil:
-			_ = f.Close()
-			return lockErr
-		case sameErr != nil:
-			_ = f.Close()
-			return sameErr
-		case !same:
-			_ = f.Close()
-			continue
-		}
-		l.lock = f
-		return nil
-	}
-	return errors.New("lock file keeps being replaced")
-}
-
 // release frees what open acquired. The socket path is removed before the
 // lock file, while the lock is still held, so the next Listener never sees a
 // half-removed port.
 func (l *Listener) release() {
 	if l.sock != nil {
-		if l.lock != nil {
-			_ = os.Remove(l.path)
-		}
 		_ = l.sock.Close()
 	}
 	if l.wakefd >= 0 {
@@ -200,8 +145,7 @@ func (l *Listener) release() {
 		l.wakefd = -1
 	}
 	if l.lock != nil {
-		_ = os.Remove(l.lockPath)
-		_ = l.lock.Close()
+		l.lock.Release(l.sock != nil)
 		l.lock = nil
 	}
 }
@@ -363,7 +307,7 @@ func (r *ConnRequest) Reject(reason string) error {
 		return err
 	}
 	defer func() { _ = sys.Close(fd) }()
-	reason = truncateUTF8(reason, MaxConnectionMessage)
+	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	// Best effort and non-blocking: a client that stopped reading is not
 	// worth waiting for.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 )
 
 // Port is a connection port published through the pod's kalpc broker with
@@ -296,7 +297,7 @@ func (r *PortRequest) Reject(reason string) error {
 	if !first {
 		return errors.New("alpc: connection request already answered")
 	}
-	reason = truncateUTF8(reason, MaxConnectionMessage)
+	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	if err := r.port.write(&ctl.Message{Type: ctl.TypeReject, ID: r.id, Reason: reason}); err != nil {
 		return fmt.Errorf("alpc: reject on %s: %w", r.port.name, err)
 	}
