@@ -273,8 +273,9 @@ func dialBroker(ctx context.Context, op, port string) (*net.UnixConn, error) {
 	return c, nil
 }
 
-// roundTrip sends m on c and reads the answer within ctx.
-func roundTrip(ctx context.Context, c *net.UnixConn, m *ctl.Message) (*ctl.Message, *os.File, error) {
+// exchange sends m on the control connection c and reads the broker's
+// answer within ctx.
+func exchange(ctx context.Context, c *net.UnixConn, m *ctl.Message) (*ctl.Message, *os.File, error) {
 	stop := ctl.Deadline(ctx, c)
 	defer stop()
 	if err := ctl.Write(c, m, nil); err != nil {
@@ -330,7 +331,7 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 		return nil, err
 	}
 	defer sc.Close()
-	resp, f, err := roundTrip(ctx, sc, &ctl.Message{Type: ctl.TypeConnect, Namespace: ns, Name: name, Payload: msg})
+	resp, f, err := exchange(ctx, sc, &ctl.Message{Type: ctl.TypeConnect, Namespace: ns, Name: name, Payload: msg})
 	if err != nil {
 		return nil, &BrokerError{Op: "connect", Port: port, Err: ErrBrokerUnavailable, Reason: err.Error()}
 	}

@@ -47,7 +47,7 @@ type Limits struct {
 type Conn struct {
 	sock    *sys.Socket
 	cfg     Config
-	lim     limits
+	lim     negotiated
 	cred    Credentials
 	handler Handler
 	log     *slog.Logger

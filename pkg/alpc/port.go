@@ -34,15 +34,17 @@ type Port struct {
 	reqs    chan *PortRequest
 
 	mu      sync.Mutex
-	waiting map[uint64]chan answer // accepted requests awaiting their channel
-	err     error                  // why the port ended
+	waiting map[uint64]chan handover // accepted requests awaiting their channel
+	err     error                    // why the port ended
 
 	closeOnce sync.Once
 	done      chan struct{}
 	readDone  chan struct{}
 }
 
-type answer struct {
+// handover is the broker's answer to an accepted request: the channel
+// (a file) or an error message.
+type handover struct {
 	m *ctl.Message
 	f *os.File
 }
@@ -68,7 +70,7 @@ func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, _, err := roundTrip(ctx, sc, &ctl.Message{Type: ctl.TypePublish, Name: name})
+	resp, _, err := exchange(ctx, sc, &ctl.Message{Type: ctl.TypePublish, Name: name})
 	if err != nil {
 		_ = sc.Close()
 		return nil, &BrokerError{Op: "publish", Port: name, Err: ErrBrokerUnavailable, Reason: err.Error()}
@@ -89,7 +91,7 @@ func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
 		conn:     sc,
 		log:      slog.Default().With("component", "alpc", "port", name),
 		reqs:     make(chan *PortRequest, c.MaxPendingConnections),
-		waiting:  make(map[uint64]chan answer),
+		waiting:  make(map[uint64]chan handover),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
@@ -195,7 +197,7 @@ func (p *Port) readLoop() {
 				p.log.Debug("broker answer for an unknown request", "id", m.ID, "type", m.Type)
 				continue
 			}
-			ch <- answer{m: m, f: f}
+			ch <- handover{m: m, f: f}
 		default:
 			if f != nil {
 				_ = f.Close()
@@ -239,7 +241,7 @@ func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
 	if !first {
 		return nil, errors.New("alpc: connection request already answered")
 	}
-	ch := make(chan answer, 1)
+	ch := make(chan handover, 1)
 	p.mu.Lock()
 	if p.waiting == nil {
 		p.mu.Unlock()
@@ -255,7 +257,7 @@ func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
 	defer cancel()
-	var a answer
+	var a handover
 	var ok bool
 	select {
 	case a, ok = <-ch:
