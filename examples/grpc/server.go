@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/kalpc/kalpc/examples/internal/endpoint"
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // serve serves the health service until ctx ends, then stops gracefully.
