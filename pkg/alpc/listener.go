@@ -30,8 +30,8 @@ func checkSocketPath(path string) error {
 }
 
 // Listener is a published connection port: an AF_UNIX SOCK_SEQPACKET socket
-// at a path. Clients connect with Dial; the server takes their connection
-// requests with Accept and accepts or rejects each.
+// at a path, an Acceptor. Clients connect with Dial; the server takes their
+// connection requests with Accept and accepts or rejects each.
 //
 // Listen guards the path with a lock file (path + ".lock") held for the
 // Listener's lifetime, so a stale socket left by a dead process is replaced
@@ -150,8 +150,8 @@ func (l *Listener) release() {
 	}
 }
 
-// Path returns the port's socket path.
-func (l *Listener) Path() string { return l.path }
+// Name returns the port's socket path.
+func (l *Listener) Name() string { return l.path }
 
 // Close unpublishes the port: no new clients can connect, queued
 // connection requests are rejected, and Accept returns ErrClosed.
@@ -174,9 +174,8 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// Accept waits for the next connection request. The caller must answer it
-// with Accept or Reject: until then it holds one of the
-// MaxPendingConnections slots.
+// Accept waits for the next connection request (see Acceptor). Its Peer
+// has the client process's Credentials.
 func (l *Listener) Accept(ctx context.Context) (*ConnRequest, error) {
 	select {
 	case r := <-l.reqs:
@@ -262,71 +261,44 @@ func (l *Listener) readRequest(ctx context.Context, fd int) (*ConnRequest, error
 	if err != nil {
 		return nil, err
 	}
-	return &ConnRequest{l: l, fd: fd, peer: peer, Message: msg, Credentials: Credentials(cred)}, nil
+	c := Credentials(cred)
+	return &ConnRequest{
+		Message: msg,
+		Peer:    Peer{Credentials: &c},
+		answer:  &pathRequest{l: l, fd: fd, peer: peer},
+	}, nil
 }
 
-// ConnRequest is a client's request to connect to a port.
-type ConnRequest struct {
-	// Message is the client's connection message.
-	Message []byte
-	// Credentials are the client process's kernel-reported credentials.
-	Credentials Credentials
-
+// pathRequest answers a Listener's connection request on the client's
+// socket, which it owns until then.
+type pathRequest struct {
 	l    *Listener
-	mu   sync.Mutex
-	fd   int // -1 once answered
+	fd   int
 	peer wire.Params
 }
 
-// Accept accepts the request, sending reply (at most MaxConnectionMessage
-// bytes) to the client, and returns the server's end of the new connection,
-// which serves requests with the Listener's Config.Handler.
-func (r *ConnRequest) Accept(reply []byte) (*Conn, error) {
-	if err := checkHandshakeMessage("accept message", reply); err != nil {
-		return nil, err
-	}
-	fd, err := r.take()
-	if err != nil {
-		return nil, err
-	}
+func (r *pathRequest) accept(reply []byte) (*Conn, error) {
+	<-r.l.slots
 	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.HandshakeTimeout)
 	defer cancel()
 	params := r.l.cfg.params()
-	if err := writeHandshake(ctx, fd, wire.TypeAccept, &params, reply); err != nil {
-		_ = sys.Close(fd)
+	if err := writeHandshake(ctx, r.fd, wire.TypeAccept, &params, reply); err != nil {
+		_ = sys.Close(r.fd)
 		return nil, fmt.Errorf("alpc: accept: %w", err)
 	}
-	return newConn(fd, &r.l.cfg, r.peer), nil
+	return newConn(r.fd, &r.l.cfg, r.peer), nil
 }
 
-// Reject refuses the request; the client's Dial fails with a *RejectError
-// carrying reason (truncated to MaxConnectionMessage bytes).
-func (r *ConnRequest) Reject(reason string) error {
-	fd, err := r.take()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sys.Close(fd) }()
+func (r *pathRequest) reject(reason string) error {
+	<-r.l.slots
+	defer func() { _ = sys.Close(r.fd) }()
 	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	// Best effort and non-blocking: a client that stopped reading is not
 	// worth waiting for.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := writeHandshake(ctx, fd, wire.TypeReject, nil, []byte(reason)); err != nil {
+	if err := writeHandshake(ctx, r.fd, wire.TypeReject, nil, []byte(reason)); err != nil {
 		return fmt.Errorf("alpc: reject: %w", err)
 	}
 	return nil
-}
-
-// take transfers ownership of the request's socket to the caller, once.
-func (r *ConnRequest) take() (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.fd < 0 {
-		return -1, errors.New("alpc: connection request already answered")
-	}
-	fd := r.fd
-	r.fd = -1
-	<-r.l.slots
-	return fd, nil
 }

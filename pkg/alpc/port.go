@@ -2,7 +2,6 @@ package alpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,7 +14,7 @@ import (
 )
 
 // Port is a connection port published through the pod's kalpc broker with
-// Publish: the brokered counterpart of a Listener. The broker delivers only
+// Publish: the brokered kind of Acceptor, beside a Listener. The broker delivers only
 // requests from clients whose identity it verified and whose access the
 // port's rules allow; the server takes them with Accept and accepts or
 // rejects each.
@@ -31,7 +30,7 @@ type Port struct {
 	log    *slog.Logger
 
 	writeMu sync.Mutex
-	reqs    chan *PortRequest
+	reqs    chan *ConnRequest
 
 	mu      sync.Mutex
 	waiting map[uint64]chan handover // accepted requests awaiting their channel
@@ -90,7 +89,7 @@ func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
 		policy:   policyFromWire(resp.Policy),
 		conn:     sc,
 		log:      slog.Default().With("component", "alpc", "port", name),
-		reqs:     make(chan *PortRequest, c.MaxPendingConnections),
+		reqs:     make(chan *ConnRequest, c.MaxPendingConnections),
 		waiting:  make(map[uint64]chan handover),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
@@ -107,11 +106,11 @@ func (p *Port) Name() string { return p.name }
 // connection.
 func (p *Port) Policy() Policy { return p.policy }
 
-// Accept waits for the next connection request. The caller must answer it
-// with Accept or Reject; the broker refuses requests left unanswered for
-// its handshake timeout. Accept returns ErrClosed after Close, or a
-// *BrokerError if the broker went away.
-func (p *Port) Accept(ctx context.Context) (*PortRequest, error) {
+// Accept waits for the next connection request (see Acceptor). Its Peer
+// has the client pod's verified Identity. The broker refuses requests left
+// unanswered for its handshake timeout. Accept returns ErrClosed after
+// Close, or a *BrokerError if the broker went away.
+func (p *Port) Accept(ctx context.Context) (*ConnRequest, error) {
 	select {
 	case r := <-p.reqs:
 		return r, nil
@@ -174,11 +173,11 @@ func (p *Port) readLoop() {
 		}
 		switch m.Type {
 		case ctl.TypeIncoming:
-			r := &PortRequest{
+			id := Identity(m.Peer)
+			r := &ConnRequest{
 				Message: m.Payload,
-				Peer:    Identity(m.Peer),
-				port:    p,
-				id:      m.ID,
+				Peer:    Peer{Identity: &id},
+				answer:  &brokeredRequest{port: p, id: m.ID},
 			}
 			select {
 			case p.reqs <- r:
@@ -215,32 +214,15 @@ func (p *Port) write(m *ctl.Message) error {
 	return ctl.Write(p.conn, m, nil)
 }
 
-// PortRequest is a verified client's request to connect to a Port.
-type PortRequest struct {
-	// Message is the client's connection message.
-	Message []byte
-	// Peer is the client pod's identity, as verified by the brokers.
-	Peer Identity
-
-	port     *Port
-	id       uint64
-	answered sync.Once
+// brokeredRequest answers a Port's connection request through the broker,
+// which hands over the channel on accept.
+type brokeredRequest struct {
+	port *Port
+	id   uint64
 }
 
-// Accept accepts the request, sending reply (at most MaxConnectionMessage
-// bytes) to the client, and returns the server's end of the new private
-// channel: a Conn serving requests with the Port's Config.Handler, its
-// limits restricted by the port's Policy.
-func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
-	if err := checkHandshakeMessage("accept message", reply); err != nil {
-		return nil, err
-	}
+func (r *brokeredRequest) accept(reply []byte) (*Conn, error) {
 	p := r.port
-	first := false
-	r.answered.Do(func() { first = true })
-	if !first {
-		return nil, errors.New("alpc: connection request already answered")
-	}
 	ch := make(chan handover, 1)
 	p.mu.Lock()
 	if p.waiting == nil {
@@ -291,14 +273,7 @@ func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
 	return conn, nil
 }
 
-// Reject refuses the request; the client's Connect fails with a
-// *RejectError carrying reason (truncated to MaxConnectionMessage bytes).
-func (r *PortRequest) Reject(reason string) error {
-	first := false
-	r.answered.Do(func() { first = true })
-	if !first {
-		return errors.New("alpc: connection request already answered")
-	}
+func (r *brokeredRequest) reject(reason string) error {
 	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	if err := r.port.write(&ctl.Message{Type: ctl.TypeReject, ID: r.id, Reason: reason}); err != nil {
 		return fmt.Errorf("alpc: reject on %s: %w", r.port.name, err)
