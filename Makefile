@@ -13,6 +13,9 @@ BENCHTIME     ?= 2s
 # BENCH_FLAGS are extra kalpc-bench flags for bench-harness and bench-report
 # (e.g. BENCH_FLAGS=-quick, or BENCH_FLAGS='-sizes 64,16MiB -cpuprofile _out/pprof').
 BENCH_FLAGS   ?=
+# ENVTEST_GO_TEST runs go test with -race against envtest's API server
+# (kube-apiserver and etcd from hack/envtest-bins.sh, built by `make envtest`).
+ENVTEST_GO_TEST = KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1
 export GOFLAGS := -buildvcs=false
 
 # Images: one per shipped command (kalpc-operator, kalpc-sidecar,
@@ -54,7 +57,7 @@ demo-local: ## The same model without Kubernetes: a server and two client proces
 
 .PHONY: test
 test: envtest ## Run all tests with -race (uses real processes, sockets, memfds and API server), then fuzz briefly.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./...
+	$(ENVTEST_GO_TEST) -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: fuzz
@@ -100,11 +103,11 @@ manifests: generate ## Regenerate config/crd, config/rbac, config/webhook and ch
 
 .PHONY: test-operator
 test-operator: envtest ## Run the API and operator tests against a real API server (envtest), with -race.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 10m ./api/... ./internal/operator/... ./cmd/operator/...
+	$(ENVTEST_GO_TEST) -timeout 10m ./api/... ./internal/operator/... ./cmd/operator/...
 
 .PHONY: test-sidecar
 test-sidecar: envtest ## Run the sidecar tests: control protocol, node directory, and real pods in network namespaces against a real API server (root).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m ./internal/ctl/... ./internal/sidecar/... ./cmd/sidecar/...
+	$(ENVTEST_GO_TEST) -timeout 5m ./internal/ctl/... ./internal/sidecar/... ./cmd/sidecar/...
 
 .PHONY: run-operator
 run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).
@@ -121,8 +124,8 @@ install-plugin: ## go install the kubectl plugin into $$GOBIN (or $$GOPATH/bin),
 
 .PHONY: test-plugin
 test-plugin: envtest ## Run the kubectl plugin tests: ports/describe against envtest, connections against real sidecars (root).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m ./internal/plugin/...
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 5m -run 'TestConnectionsEndpoint|TestKubectlConnections' ./cmd/sidecar/
+	$(ENVTEST_GO_TEST) -timeout 5m ./internal/plugin/...
+	$(ENVTEST_GO_TEST) -timeout 5m -run 'TestConnectionsEndpoint|TestKubectlConnections' ./cmd/sidecar/
 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.
@@ -162,7 +165,7 @@ kind-load: image ## Load the image tarballs into a kind cluster (KIND_CLUSTER, d
 
 .PHONY: test-chart
 test-chart: envtest ## Run the chart, image and node preparation tests (real helm install into envtest), with -race.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-bins.sh)" $(GO) test -race -count=1 -timeout 20m ./test/chart/... ./hack/image/... ./cmd/nodeprep/... ./internal/nodeprep/...
+	$(ENVTEST_GO_TEST) -timeout 20m ./test/chart/... ./hack/image/... ./cmd/nodeprep/... ./internal/nodeprep/...
 
 .PHONY: example-images
 example-images: ## Build image tarballs of the examples in EXAMPLES (examples/<name>, image kalpc-<name>) into _out/images/, like `make image`.

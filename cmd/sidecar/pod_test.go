@@ -271,8 +271,8 @@ func (p *podApp) publishLoop(ctx context.Context, name string, within time.Durat
 			}
 			p.mu.Lock()
 			p.incoming = append(p.incoming, map[string]string{
-				"message": string(req.Message), "namespace": req.Peer.Namespace, "pod": req.Peer.PodName,
-				"uid": req.Peer.PodUID, "serviceAccount": req.Peer.ServiceAccount})
+				"message": string(req.Message), "namespace": req.Peer.Identity.Namespace, "pod": req.Peer.Identity.PodName,
+				"uid": req.Peer.Identity.PodUID, "serviceAccount": req.Peer.Identity.ServiceAccount})
 			p.mu.Unlock()
 			if string(req.Message) == "reject-me" {
 				_ = req.Reject("rejected by the server application")

@@ -40,7 +40,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -50,8 +49,8 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	var addr endpoint.Addr
-	addr.RegisterFlags(fs, "blob", filepath.Join(os.TempDir(), "kalpc-blob.sock"))
+	port := fs.String("port", "blob", `with the kalpc sidecar (KALPC_SOCKET set): the ConnectionPort, "name" or "namespace/name"`)
+	socket := fs.String("socket", filepath.Join(os.TempDir(), "kalpc-blob.sock"), "without the sidecar: the port's socket path")
 	size := byteSize(128 << 20)
 	fs.Var(&size, "size", "client: bytes to upload and to download (suffixes KiB, MiB, GiB)")
 	chunk := byteSize(4 << 20)
@@ -63,9 +62,9 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, addr)
+		err = serve(ctx, *port, *socket)
 	case "client":
-		err = client(ctx, addr, int64(size), int(chunk), *wait)
+		err = client(ctx, *port, *socket, int64(size), int(chunk), *wait)
 	default:
 		usage()
 	}
@@ -155,7 +154,7 @@ func fill(b []byte, seed uint64) {
 	copy(b, sum[:])
 }
 
-func serve(ctx context.Context, addr endpoint.Addr) error {
+func serve(ctx context.Context, port, socket string) error {
 	ups := &uploads{conns: make(map[*alpc.Conn]*upload)}
 	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		// View reads the payload where it is: in the client's section for
@@ -204,12 +203,12 @@ func serve(ctx context.Context, addr endpoint.Addr) error {
 		}
 		return nil, alpc.Errorf(alpc.CodeInvalidArgument, "unknown command %q", cmd)
 	})
-	l, err := endpoint.Listen(ctx, addr, &alpc.Config{Handler: handler})
+	l, err := listen(ctx, port, socket, &alpc.Config{Handler: handler})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Printf("server: published %s", addr)
+	log.Printf("server: published %s", describe(l))
 	for {
 		req, err := l.Accept(ctx)
 		if errors.Is(err, context.Canceled) {
@@ -231,13 +230,13 @@ func serve(ctx context.Context, addr endpoint.Addr) error {
 	}
 }
 
-func client(ctx context.Context, addr endpoint.Addr, size int64, chunk int, wait time.Duration) error {
-	conn, err := endpoint.Dial(ctx, addr, []byte("blob client"), nil, wait)
+func client(ctx context.Context, port, socket string, size int64, chunk int, wait time.Duration) error {
+	conn, err := connect(ctx, port, socket, []byte("blob client"), nil, wait)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	log.Printf("client: connected to %s; limits %+v", addr, conn.Limits())
+	log.Printf("client: connected; limits %+v", conn.Limits())
 	if err := uploadBlob(ctx, conn, size, chunk); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
@@ -378,4 +377,50 @@ func (s *byteSize) Set(v string) error {
 	}
 	*s = byteSize(n << shift)
 	return nil
+}
+
+// listen publishes the port: in a pod with the kalpc sidecar, the declared
+// ConnectionPort port through the sidecar (alpc.Publish); elsewhere a
+// socket at path socket (alpc.Listen). Either is an alpc.Acceptor, served
+// the same way; cfg.Handler serves every accepted connection's requests.
+func listen(ctx context.Context, port, socket string, cfg *alpc.Config) (alpc.Acceptor, error) {
+	if os.Getenv(alpc.EnvSocket) != "" {
+		return alpc.Publish(ctx, port, cfg)
+	}
+	return alpc.Listen(socket, cfg)
+}
+
+// describe says how clients reach the port, for the log.
+func describe(a alpc.Acceptor) string {
+	if _, brokered := a.(*alpc.Port); brokered {
+		return "port " + a.Name() + " (through the kalpc sidecar)"
+	}
+	return "socket " + a.Name()
+}
+
+// connect connects to the port: through the kalpc sidecar by
+// ConnectionPort name (alpc.Connect) in a pod that has one, else at its
+// socket path (alpc.Dial). It retries for up to wait while the server is
+// not there yet (a pod that has not published yet, or a process that has
+// not started listening), so client and server may start in any order.
+func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var conn *alpc.Conn
+		var err error
+		if os.Getenv(alpc.EnvSocket) != "" {
+			conn, err = alpc.Connect(ctx, port, msg, cfg)
+		} else {
+			conn, err = alpc.Dial(ctx, socket, msg, cfg)
+		}
+		notYet := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable) || errors.Is(err, alpc.ErrNoPort)
+		if !notYet || time.Now().After(deadline) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

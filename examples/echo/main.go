@@ -29,7 +29,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -39,8 +38,8 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	var addr endpoint.Addr
-	addr.RegisterFlags(fs, "echo", filepath.Join(os.TempDir(), "kalpc-echo.sock"))
+	port := fs.String("port", "echo", `with the kalpc sidecar (KALPC_SOCKET set): the ConnectionPort, "name" or "namespace/name"`)
+	socket := fs.String("socket", filepath.Join(os.TempDir(), "kalpc-echo.sock"), "without the sidecar: the port's socket path")
 	name := fs.String("name", "demo-client", "client: the name sent in the connection message")
 	wait := fs.Duration("wait", 30*time.Second, "client: how long to wait for the server to publish the port")
 	_ = fs.Parse(os.Args[2:])
@@ -49,9 +48,9 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, addr)
+		err = serve(ctx, *port, *socket)
 	case "client":
-		err = client(ctx, addr, *name, *wait)
+		err = client(ctx, *port, *socket, *name, *wait)
 	case "demo":
 		err = demo(ctx)
 	default:
@@ -71,7 +70,7 @@ func usage() {
 // serve publishes the port and answers calls. Connection messages are client
 // names; the name "mallory" is rejected. For "shout:<text>" the server first
 // calls back into the client ("who are you?") before answering.
-func serve(ctx context.Context, addr endpoint.Addr) error {
+func serve(ctx context.Context, port, socket string) error {
 	handler := alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		// Look at the payload in place first: large ones stay in the
 		// client's shared-memory section.
@@ -94,12 +93,12 @@ func serve(ctx context.Context, addr endpoint.Addr) error {
 		}
 		return []byte(msg), nil
 	})
-	l, err := endpoint.Listen(ctx, addr, &alpc.Config{Handler: handler})
+	l, err := listen(ctx, port, socket, &alpc.Config{Handler: handler})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Printf("server: pid %d published %s", os.Getpid(), addr)
+	log.Printf("server: pid %d published %s", os.Getpid(), describe(l))
 	for {
 		req, err := l.Accept(ctx)
 		if err != nil {
@@ -128,12 +127,12 @@ func serve(ctx context.Context, addr endpoint.Addr) error {
 	}
 }
 
-func client(ctx context.Context, addr endpoint.Addr, name string, wait time.Duration) error {
+func client(ctx context.Context, port, socket string, name string, wait time.Duration) error {
 	cfg := &alpc.Config{Handler: alpc.HandlerFunc(func(ctx context.Context, req *alpc.Request) ([]byte, error) {
 		log.Printf("client: server called back: %q", req.Payload())
 		return []byte(name), nil
 	})}
-	conn, err := endpoint.Dial(ctx, addr, []byte(name), cfg, wait)
+	conn, err := connect(ctx, port, socket, []byte(name), cfg, wait)
 	var rejected *alpc.RejectError
 	if errors.As(err, &rejected) {
 		return fmt.Errorf("%s was rejected by the server: %s", name, rejected.Reason)
@@ -240,4 +239,50 @@ func demo(ctx context.Context) error {
 	}
 	log.Printf("demo: done; two processes talked through kalpc (no network stack involved)")
 	return nil
+}
+
+// listen publishes the port: in a pod with the kalpc sidecar, the declared
+// ConnectionPort port through the sidecar (alpc.Publish); elsewhere a
+// socket at path socket (alpc.Listen). Either is an alpc.Acceptor, served
+// the same way; cfg.Handler serves every accepted connection's requests.
+func listen(ctx context.Context, port, socket string, cfg *alpc.Config) (alpc.Acceptor, error) {
+	if os.Getenv(alpc.EnvSocket) != "" {
+		return alpc.Publish(ctx, port, cfg)
+	}
+	return alpc.Listen(socket, cfg)
+}
+
+// describe says how clients reach the port, for the log.
+func describe(a alpc.Acceptor) string {
+	if _, brokered := a.(*alpc.Port); brokered {
+		return "port " + a.Name() + " (through the kalpc sidecar)"
+	}
+	return "socket " + a.Name()
+}
+
+// connect connects to the port: through the kalpc sidecar by
+// ConnectionPort name (alpc.Connect) in a pod that has one, else at its
+// socket path (alpc.Dial). It retries for up to wait while the server is
+// not there yet (a pod that has not published yet, or a process that has
+// not started listening), so client and server may start in any order.
+func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var conn *alpc.Conn
+		var err error
+		if os.Getenv(alpc.EnvSocket) != "" {
+			conn, err = alpc.Connect(ctx, port, msg, cfg)
+		} else {
+			conn, err = alpc.Dial(ctx, socket, msg, cfg)
+		}
+		notYet := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable) || errors.Is(err, alpc.ErrNoPort)
+		if !notYet || time.Now().After(deadline) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

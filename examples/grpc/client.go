@@ -12,35 +12,28 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // client checks the server's health, watches it (a server stream), and
 // times calls. Generated stubs take either kind of connection.
-func client(ctx context.Context, addr endpoint.Addr, mode string, calls int, wait time.Duration) error {
+func client(ctx context.Context, addr string, mode string, calls int, wait time.Duration) error {
 	var conn grpc.ClientConnInterface
 	if mode == "native" {
 		var opts []alpcgrpc.DialOption
-		target := addr.Socket
-		if endpoint.Brokered() {
-			// In a pod: the target is the ConnectionPort, reached through the sidecar.
-			target = addr.Port
+		if brokered() {
+			// In a pod: addr is the ConnectionPort, reached through the sidecar.
 			opts = append(opts, alpcgrpc.WithBroker())
 		}
-		cc, err := alpcgrpc.NewClient(target, opts...)
+		cc, err := alpcgrpc.NewClient(addr, opts...)
 		if err != nil {
 			return err
 		}
 		defer cc.Close()
 		conn = cc
 	} else {
-		d := alpcgrpc.Dialer{Broker: endpoint.Brokered()}
-		target := addr.Socket
-		if d.Broker {
-			target = addr.Port
-		}
-		cc, err := grpc.NewClient("passthrough:///"+target, d.DialOption(),
+		d := alpcgrpc.Dialer{Broker: brokered()}
+		cc, err := grpc.NewClient("passthrough:///"+addr, d.DialOption(),
 			grpc.WithTransportCredentials(insecure.NewCredentials())) // the kalpc channel is private to the two processes
 		if err != nil {
 			return err
@@ -64,7 +57,7 @@ func client(ctx context.Context, addr endpoint.Addr, mode string, calls int, wai
 	if err != nil {
 		return fmt.Errorf("health check: %w", err)
 	}
-	log.Printf("client: %s mode over %s: server status %v", mode, addr, resp.GetStatus())
+	log.Printf("client: %s mode over %s: server status %v", mode, describe(addr), resp.GetStatus())
 
 	watch, err := health.Watch(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {

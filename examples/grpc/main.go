@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
+	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
 func main() {
@@ -37,8 +37,8 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	var addr endpoint.Addr
-	addr.RegisterFlags(fs, "health", filepath.Join(os.TempDir(), "kalpc-grpc.sock"))
+	port := fs.String("port", "health", `with the kalpc sidecar (KALPC_SOCKET set): the ConnectionPort, "name" or "namespace/name"`)
+	socket := fs.String("socket", filepath.Join(os.TempDir(), "kalpc-grpc.sock"), "without the sidecar: the port's socket path")
 	mode := fs.String("mode", "native", "native (gRPC on kalpc calls) or compat (HTTP/2 over kalpc)")
 	calls := fs.Int("calls", 1000, "client: timed health checks after the first")
 	wait := fs.Duration("wait", 30*time.Second, "client: how long to wait for the server to publish the port")
@@ -51,10 +51,10 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, addr, *mode)
+		err = serve(ctx, target(*port, *socket), *mode)
 	case "client":
 		ctx, cancel := context.WithTimeout(ctx, *wait+30*time.Second)
-		err = client(ctx, addr, *mode, *calls, *wait)
+		err = client(ctx, target(*port, *socket), *mode, *calls, *wait)
 		cancel()
 	default:
 		usage()
@@ -69,4 +69,27 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: grpc server|client [-mode native|compat] [-socket path | -port [namespace/]name] [-calls n]")
 	os.Exit(2)
+}
+
+// brokered reports whether this process runs next to a kalpc sidecar,
+// which sets KALPC_SOCKET in every application container: ports are then
+// ConnectionPort names published and reached through the sidecar, not
+// socket paths.
+func brokered() bool { return os.Getenv(alpc.EnvSocket) != "" }
+
+// target is the port's address: its name through the sidecar, else its
+// socket path.
+func target(port, socket string) string {
+	if brokered() {
+		return port
+	}
+	return socket
+}
+
+// describe says how the port at addr is reached, for the log.
+func describe(addr string) string {
+	if brokered() {
+		return "port " + addr + " (through the kalpc sidecar)"
+	}
+	return "socket " + addr
 }

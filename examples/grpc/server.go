@@ -10,12 +10,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // serve serves the health service until ctx ends, then stops gracefully.
-func serve(ctx context.Context, addr endpoint.Addr, mode string) error {
+func serve(ctx context.Context, addr string, mode string) error {
 	hs := health.NewServer() // reports SERVING for the server as a whole ("")
 	if mode == "native" {
 		return serveNative(ctx, addr, hs)
@@ -25,44 +25,42 @@ func serve(ctx context.Context, addr endpoint.Addr, mode string) error {
 
 // serveNative: services register on an alpcgrpc.Server exactly as on a
 // grpc.Server, and run on kalpc calls.
-func serveNative(ctx context.Context, addr endpoint.Addr, hs *health.Server) error {
+func serveNative(ctx context.Context, addr string, hs *health.Server) error {
 	srv := alpcgrpc.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	var serveFn func() error
-	if endpoint.Brokered() {
-		// In a pod: publish the ConnectionPort through the sidecar.
-		p, err := srv.Publish(ctx, addr.Port, nil)
-		if err != nil {
-			return err
-		}
-		serveFn = func() error { return srv.ServePort(p) }
+	// In a pod, the port is the ConnectionPort published through the
+	// sidecar; elsewhere a socket path. Serve takes either (an
+	// alpc.Acceptor).
+	var port alpc.Acceptor
+	var err error
+	if brokered() {
+		port, err = srv.Publish(ctx, addr, nil)
 	} else {
-		l, err := srv.Listen(addr.Socket, nil)
-		if err != nil {
-			return err
-		}
-		serveFn = func() error { return srv.Serve(l) }
+		port, err = srv.Listen(addr, nil)
+	}
+	if err != nil {
+		return err
 	}
 	go func() {
 		<-ctx.Done()
 		hs.Shutdown() // tell watchers NOT_SERVING, then drain
 		srv.GracefulStop()
 	}()
-	log.Printf("server: serving native gRPC on %s", addr)
-	return serveFn()
+	log.Printf("server: serving native gRPC on %s", describe(addr))
+	return srv.Serve(port)
 }
 
 // serveCompat: an ordinary grpc.Server serves a net.Listener whose
 // connections are kalpc channels.
-func serveCompat(ctx context.Context, addr endpoint.Addr, hs *health.Server) error {
+func serveCompat(ctx context.Context, addr string, hs *health.Server) error {
 	var l net.Listener
 	var err error
-	if endpoint.Brokered() {
-		l, err = alpcgrpc.Publish(ctx, addr.Port, nil)
+	if brokered() {
+		l, err = alpcgrpc.Publish(ctx, addr, nil)
 	} else {
-		l, err = alpcgrpc.Listen(addr.Socket, nil)
+		l, err = alpcgrpc.Listen(addr, nil)
 	}
 	if err != nil {
 		return err
@@ -75,6 +73,6 @@ func serveCompat(ctx context.Context, addr endpoint.Addr, hs *health.Server) err
 		hs.Shutdown()
 		srv.GracefulStop()
 	}()
-	log.Printf("server: serving gRPC (HTTP/2, compat mode) on %s", addr)
+	log.Printf("server: serving gRPC (HTTP/2, compat mode) on %s", describe(addr))
 	return srv.Serve(l)
 }

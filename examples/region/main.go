@@ -40,7 +40,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kalpc/kalpc/examples/internal/endpoint"
 	"github.com/kalpc/kalpc/pkg/alpc"
 )
 
@@ -58,8 +57,8 @@ func main() {
 		usage()
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	var addr endpoint.Addr
-	addr.RegisterFlags(fs, "region", filepath.Join(os.TempDir(), "kalpc-region.sock"))
+	port := fs.String("port", "region", `with the kalpc sidecar (KALPC_SOCKET set): the ConnectionPort, "name" or "namespace/name"`)
+	socket := fs.String("socket", filepath.Join(os.TempDir(), "kalpc-region.sock"), "without the sidecar: the port's socket path")
 	wait := fs.Duration("wait", 30*time.Second, "client: how long to wait for the server to publish the port")
 	_ = fs.Parse(os.Args[2:])
 
@@ -67,9 +66,9 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, addr)
+		err = serve(ctx, *port, *socket)
 	case "client":
-		err = client(ctx, addr, *wait)
+		err = client(ctx, *port, *socket, *wait)
 	default:
 		usage()
 	}
@@ -102,7 +101,7 @@ type session struct {
 	grants  []*alpc.Grant
 }
 
-func serve(ctx context.Context, addr endpoint.Addr) error {
+func serve(ctx context.Context, port, socket string) error {
 	catalog, err := alpc.NewRegion(catalogSize)
 	if err != nil {
 		return err
@@ -115,12 +114,12 @@ func serve(ctx context.Context, addr endpoint.Addr) error {
 	s := &server{catalog: catalog, sessions: make(map[*alpc.Conn]*session)}
 
 	cfg := &alpc.Config{Handler: alpc.HandlerFunc(s.handle), AllowDirectAccess: true}
-	l, err := endpoint.Listen(ctx, addr, cfg)
+	l, err := listen(ctx, port, socket, cfg)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Printf("server: published %s", addr)
+	log.Printf("server: published %s", describe(l))
 	for {
 		req, err := l.Accept(ctx)
 		if errors.Is(err, context.Canceled) {
@@ -227,9 +226,9 @@ func (s *server) detach(ctx context.Context, conn *alpc.Conn) {
 	_ = sess.scratch.Close()
 }
 
-func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
+func client(ctx context.Context, port, socket string, wait time.Duration) error {
 	cfg := &alpc.Config{AllowDirectAccess: true}
-	conn, err := endpoint.Dial(ctx, addr, []byte("region client"), cfg, wait)
+	conn, err := connect(ctx, port, socket, []byte("region client"), cfg, wait)
 	if err != nil {
 		return err
 	}
@@ -237,7 +236,7 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 	if !conn.Limits().DirectAccess {
 		return errors.New("direct access is not allowed on this connection (in Kubernetes: set the ConnectionPort's messagePolicy.directAccess)")
 	}
-	log.Printf("client: connected to %s", addr)
+	log.Printf("client: connected")
 
 	reply, err := conn.Call(ctx, []byte("attach"))
 	if err != nil {
@@ -329,4 +328,50 @@ func client(ctx context.Context, addr endpoint.Addr, wait time.Duration) error {
 	log.Printf("client: after revocation both regions are gone: %v", alpc.ErrNotGranted)
 	log.Printf("region: all checks passed")
 	return nil
+}
+
+// listen publishes the port: in a pod with the kalpc sidecar, the declared
+// ConnectionPort port through the sidecar (alpc.Publish); elsewhere a
+// socket at path socket (alpc.Listen). Either is an alpc.Acceptor, served
+// the same way; cfg.Handler serves every accepted connection's requests.
+func listen(ctx context.Context, port, socket string, cfg *alpc.Config) (alpc.Acceptor, error) {
+	if os.Getenv(alpc.EnvSocket) != "" {
+		return alpc.Publish(ctx, port, cfg)
+	}
+	return alpc.Listen(socket, cfg)
+}
+
+// describe says how clients reach the port, for the log.
+func describe(a alpc.Acceptor) string {
+	if _, brokered := a.(*alpc.Port); brokered {
+		return "port " + a.Name() + " (through the kalpc sidecar)"
+	}
+	return "socket " + a.Name()
+}
+
+// connect connects to the port: through the kalpc sidecar by
+// ConnectionPort name (alpc.Connect) in a pod that has one, else at its
+// socket path (alpc.Dial). It retries for up to wait while the server is
+// not there yet (a pod that has not published yet, or a process that has
+// not started listening), so client and server may start in any order.
+func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var conn *alpc.Conn
+		var err error
+		if os.Getenv(alpc.EnvSocket) != "" {
+			conn, err = alpc.Connect(ctx, port, msg, cfg)
+		} else {
+			conn, err = alpc.Dial(ctx, socket, msg, cfg)
+		}
+		notYet := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable) || errors.Is(err, alpc.ErrNoPort)
+		if !notYet || time.Now().After(deadline) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

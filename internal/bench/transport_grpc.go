@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // grpcMaxMessage lifts grpc-go's default 4 MiB message limit so that every
@@ -126,7 +126,7 @@ func (c *grpcClient) RoundTrip(ctx context.Context) error {
 func (c *grpcClient) Close() error { return c.closer.Close() }
 
 // grpcKalpcTransport measures the same grpc.testing UnaryCall over kalpc
-// (pkg/alpc/grpc). The "compat" row runs grpc-go's own HTTP/2 client and
+// (pkg/alpc/alpcgrpc). The "compat" row runs grpc-go's own HTTP/2 client and
 // server over alpcgrpc's net.Conn byte streams on a kalpc connection; the
 // "native" row runs the generated stubs on alpcgrpc's ClientConn and Server,
 // where one unary call is one kalpc Call (and a large message travels in a

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 )
 
@@ -72,5 +73,5 @@ func (s *Sidecar) replyError(c *net.UnixConn, code ctl.Code, reason string) {
 	if len(reason) > ctl.MaxErrorMessage {
 		reason = reason[:ctl.MaxErrorMessage]
 	}
-	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: toValidUTF8(reason)}, nil)
+	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: peertext.Clean(reason)}, nil)
 }

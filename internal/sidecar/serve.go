@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
@@ -232,7 +233,7 @@ func (p *publication) servePeer(c *net.UnixConn) {
 		if len(reason) > ctl.MaxErrorMessage {
 			reason = reason[:ctl.MaxErrorMessage]
 		}
-		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: toValidUTF8(reason)}, nil)
+		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: peertext.Clean(reason)}, nil)
 		// A token that failed verification may name someone else's
 		// ServiceAccount (a replayed token): only a verified one counts.
 		sa := metrics.Unverified

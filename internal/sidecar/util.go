@@ -1,13 +1,10 @@
 package sidecar
 
 import (
-	"strings"
 	"time"
 )
 
 var noDeadline time.Time
-
-func toValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // minTime returns the earlier of a and b, a zero time counting as none.
 func minTime(a, b time.Time) time.Time {

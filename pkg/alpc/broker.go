@@ -8,9 +8,9 @@ import (
 	"net"
 	"os"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 )
 
 // EnvSocket names the environment variable holding the path of the pod's
@@ -223,7 +223,7 @@ var codeErrors = map[ctl.Code]error{
 func brokerError(op, port string, m *ctl.Message) error {
 	// The control protocol's decoder refuses invalid UTF-8 already; the
 	// reason is a peer's text all the same, so never pass on anything else.
-	reason := toValidUTF8(m.Reason)
+	reason := peertext.Clean(m.Reason)
 	if m.Code == ctl.CodeRejected {
 		return &RejectError{Reason: reason}
 	}
@@ -273,8 +273,9 @@ func dialBroker(ctx context.Context, op, port string) (*net.UnixConn, error) {
 	return c, nil
 }
 
-// roundTrip sends m on c and reads the answer within ctx.
-func roundTrip(ctx context.Context, c *net.UnixConn, m *ctl.Message) (*ctl.Message, *os.File, error) {
+// exchange sends m on the control connection c and reads the broker's
+// answer within ctx.
+func exchange(ctx context.Context, c *net.UnixConn, m *ctl.Message) (*ctl.Message, *os.File, error) {
 	stop := ctl.Deadline(ctx, c)
 	defer stop()
 	if err := ctl.Write(c, m, nil); err != nil {
@@ -330,7 +331,7 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 		return nil, err
 	}
 	defer sc.Close()
-	resp, f, err := roundTrip(ctx, sc, &ctl.Message{Type: ctl.TypeConnect, Namespace: ns, Name: name, Payload: msg})
+	resp, f, err := exchange(ctx, sc, &ctl.Message{Type: ctl.TypeConnect, Namespace: ns, Name: name, Payload: msg})
 	if err != nil {
 		return nil, &BrokerError{Op: "connect", Port: port, Err: ErrBrokerUnavailable, Reason: err.Error()}
 	}
@@ -348,21 +349,4 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 		return conn, nil
 	}
 	return nil, fmt.Errorf("alpc: connect %s: broker answered with a %v message", port, resp.Type)
-}
-
-func toValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
-
-// truncateUTF8 returns s as valid UTF-8 of at most max bytes: cut to max,
-// invalid bytes (a rune the cut split, or bytes invalid to begin with)
-// replaced, then whole runes trimmed while the replacements made it longer.
-func truncateUTF8(s string, max int) string {
-	if len(s) > max {
-		s = s[:max]
-	}
-	s = toValidUTF8(s)
-	for len(s) > max {
-		_, n := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-n]
-	}
-	return s
 }

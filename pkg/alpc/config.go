@@ -205,8 +205,10 @@ func (c *Config) params() wire.Params {
 	return p
 }
 
-// limits are a connection's negotiated limits.
-type limits struct {
+// negotiated are a connection's limits as both sides agreed them in the
+// handshake, split by direction where the two differ; Conn.Limits reports
+// them to users as a Limits.
+type negotiated struct {
 	// sendInline is the largest inline payload we may send (the peer's
 	// receive buffer); recvInline the largest we accept.
 	sendInline, recvInline int
@@ -219,8 +221,8 @@ type limits struct {
 	sections, directAccess bool
 }
 
-func negotiate(own *Config, peer wire.Params) limits {
-	l := limits{
+func negotiate(own *Config, peer wire.Params) negotiated {
+	l := negotiated{
 		sendInline:   min(own.InlineLimit, int(peer.InlineLimit)),
 		recvInline:   own.InlineLimit,
 		maxMessage:   min(own.MaxMessageSize, int64(min(peer.MaxMessageSize, 1<<62))),

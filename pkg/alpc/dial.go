@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
 )
@@ -104,7 +105,7 @@ func clientHandshake(ctx context.Context, fd int, cfg *Config, msg []byte) (*Con
 	case wire.TypeReject:
 		// The reason is the peer's text: never pass on invalid UTF-8
 		// (a truncated rune, or bytes meant to corrupt logs or JSON).
-		return nil, &RejectError{Reason: toValidUTF8(string(payload))}
+		return nil, &RejectError{Reason: peertext.Clean(string(payload))}
 	}
 	return nil, protocolErrorf("server answered the connection request with a %v message", h.Type)
 }
@@ -166,4 +167,18 @@ func fileConn(ctx context.Context, fd int, cfg *Config) (*Conn, error) {
 		return nil, err
 	}
 	return newConn(fd, cfg, peer), nil
+}
+
+// SocketPair returns a connected pair of kalpc-capable sockets, for a
+// broker that creates a channel and hands each end to a different process
+// (see FileConn). The caller owns both files.
+func SocketPair() (*os.File, *os.File, error) {
+	if err := checkPlatform("socket pair"); err != nil {
+		return nil, nil, err
+	}
+	a, b, err := sys.SeqpacketPair()
+	if err != nil {
+		return nil, nil, fmt.Errorf("alpc: %w", err)
+	}
+	return os.NewFile(uintptr(a), "alpc-channel"), os.NewFile(uintptr(b), "alpc-channel"), nil
 }

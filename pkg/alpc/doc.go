@@ -8,12 +8,17 @@
 //
 // # Lifecycle
 //
-// A server publishes a named connection port with [Listen]. A client
-// connects with [Dial], sending a connection message. The server takes the
-// request with [Listener.Accept], looks at the message and at the client's
-// kernel-reported [Credentials], and either accepts it with a reply message
-// ([ConnRequest.Accept]) or rejects it with a reason ([ConnRequest.Reject]),
-// which the client receives as a [*RejectError].
+// A server publishes a named connection port: at a socket path with
+// [Listen], or, in a Kubernetes pod with the kalpc sidecar, by
+// ConnectionPort name through the sidecar with [Publish]. A client connects
+// with [Dial] (a path) or [Connect] (a name), sending a connection message.
+// Both kinds of port are an [Acceptor], and code that serves connections
+// takes one: the server takes each request with Accept, looks at the
+// message and at the client ([Peer]: its kernel-reported [Credentials] on a
+// Listener, its broker-verified pod [Identity] on a Port), and either
+// accepts it with a reply message ([ConnRequest.Accept]) or rejects it with
+// a reason ([ConnRequest.Reject]), which the client receives as a
+// [*RejectError].
 //
 // An accepted connection is a private, bidirectional channel: a connected
 // AF_UNIX SOCK_SEQPACKET socket pair that no other process can join. Both
@@ -57,8 +62,10 @@
 //
 //   - A [Listener] owns its listening socket and its lock file
 //     (path + ".lock"); Close removes the socket path and releases both.
-//   - A [ConnRequest] owns the accepted socket until Accept (which hands it to
-//     the new Conn) or Reject (which closes it).
+//   - A [ConnRequest] from a Listener owns the accepted socket until Accept
+//     (which hands it to the new Conn) or Reject (which closes it). A Port
+//     owns its control connection to the broker; the channel the broker
+//     hands over on Accept goes to the new Conn.
 //   - A [Conn] owns its socket and closes it exactly once: after Close, peer
 //     hang-up or a protocol error, once no system call is using it.
 //   - [FileConn] duplicates the descriptor it is given; the caller keeps and

@@ -93,3 +93,56 @@ func ExampleConnRequest_Reject() {
 	}
 	// Output: rejected: not on the guest list
 }
+
+// serveGuests serves either kind of port: a Listener (a socket path) or a
+// Port (published through the kalpc sidecar in a pod). It accepts clients
+// whose connection message is "guest" and says who each one is.
+func serveGuests(ctx context.Context, port alpc.Acceptor) {
+	for {
+		req, err := port.Accept(ctx)
+		if err != nil {
+			return // ErrClosed after port.Close, or ctx ended
+		}
+		if string(req.Message) != "guest" {
+			_ = req.Reject("guests only")
+			continue
+		}
+		who := "an unknown process"
+		switch {
+		case req.Peer.Identity != nil: // a Port: the pod, verified by the brokers
+			who = "pod " + req.Peer.Identity.Namespace + "/" + req.Peer.Identity.PodName
+		case req.Peer.Credentials != nil: // a Listener: the process, as the kernel reports it
+			who = fmt.Sprintf("uid %d", req.Peer.Credentials.UID)
+		}
+		if _, err := req.Accept([]byte("welcome, " + who)); err != nil {
+			continue
+		}
+	}
+}
+
+// One serving loop for both kinds of port: here a Listener; in a pod with
+// the kalpc sidecar, alpc.Publish's Port goes to the same function.
+func ExampleAcceptor() {
+	dir, _ := os.MkdirTemp("", "alpc-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "guests.sock")
+	var port alpc.Acceptor
+	port, err := alpc.Listen(path, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer port.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serveGuests(ctx, port)
+
+	conn, err := alpc.Dial(ctx, path, []byte("guest"), nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	fmt.Println(string(conn.AcceptMessage()) == fmt.Sprintf("welcome, uid %d", os.Getuid()))
+	// Output: true
+}

@@ -25,32 +25,6 @@ func writeHandshake(ctx context.Context, fd int, typ wire.Type, params *wire.Par
 	return sendMessage(fd, &h, payload, nil, func() error { return sys.WaitFD(ctx, fd, sys.PollOut) })
 }
 
-// sendMessage sends one datagram (header h, then payload, with fds) without
-// blocking in sendmsg: while the socket buffer is full it calls wait. It
-// returns ErrPeerClosed if the peer is gone.
-func sendMessage(fd int, h *wire.Header, payload []byte, fds []int, wait func() error) error {
-	var hb [wire.HeaderSize]byte
-	h.Length = uint32(len(payload))
-	h.NFDs = uint8(len(fds))
-	h.Put(hb[:])
-	for {
-		err := sys.Sendmsg(fd, hb[:], payload, fds, sys.MsgDontWait|sys.MsgNoSignal)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, sys.EAGAIN):
-			if err := wait(); err != nil {
-				return err
-			}
-		case errors.Is(err, sys.EINTR):
-		case errors.Is(err, sys.EPIPE), errors.Is(err, sys.ECONNRESET):
-			return ErrPeerClosed
-		default:
-			return fmt.Errorf("alpc: send: %w", err)
-		}
-	}
-}
-
 // readHandshake receives one handshake message on a raw socket until ctx
 // ends. Descriptors are never expected during a handshake: any received are
 // closed and the message refused.

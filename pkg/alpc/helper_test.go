@@ -165,7 +165,7 @@ func helperServer(path string, cfg *Config) error {
 			_ = r.Reject(fmt.Sprintf("rejected by pid %d", os.Getpid()))
 			continue
 		}
-		c, err := r.Accept(fmt.Appendf(nil, "welcome pid=%d uid=%d", r.Credentials.PID, r.Credentials.UID))
+		c, err := r.Accept(fmt.Appendf(nil, "welcome pid=%d uid=%d", r.Peer.Credentials.PID, r.Peer.Credentials.UID))
 		if err != nil {
 			return err
 		}

@@ -637,7 +637,7 @@ func TestHostileNeverReleases(t *testing.T) {
 		t.Errorf("want some replies (up to the 16 MiB budget) and the rest refused; got %d and %d", replies, refused)
 	}
 	server.mu.Lock()
-	running := server.running
+	running := server.sched.running
 	server.mu.Unlock()
 	if running > 1 {
 		t.Errorf("%d handlers still running after every call was answered", running)

@@ -68,22 +68,3 @@ func TestRejectReasonTruncatedToValidUTF8(t *testing.T) {
 			len(payload), utf8.Valid(payload), MaxConnectionMessage)
 	}
 }
-
-func TestTruncateUTF8(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		max  int
-		want string
-	}{
-		{"hello", 10, "hello"},
-		{"hello", 3, "hel"},
-		{"aé", 2, "a"},                // the cut splits é: replacing it would not fit
-		{"abcé", 4, "abc"},            // likewise
-		{"a\xffb", 10, "a\uFFFDb"},    // invalid byte replaced
-		{"\xff\xff\xff", 3, "\uFFFD"}, // a run of invalid bytes: one replacement
-	} {
-		if got := truncateUTF8(tc.in, tc.max); got != tc.want || len(got) > tc.max || !utf8.ValidString(got) {
-			t.Errorf("truncateUTF8(%q, %d) = %q; want %q", tc.in, tc.max, got, tc.want)
-		}
-	}
-}

@@ -2,8 +2,6 @@ package alpc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kalpc/kalpc/internal/peertext"
+	"github.com/kalpc/kalpc/internal/socklock"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/sys"
 	"github.com/kalpc/kalpc/pkg/alpc/internal/wire"
 )
@@ -30,20 +30,19 @@ func checkSocketPath(path string) error {
 }
 
 // Listener is a published connection port: an AF_UNIX SOCK_SEQPACKET socket
-// at a path. Clients connect with Dial; the server takes their connection
-// requests with Accept and accepts or rejects each.
+// at a path, an Acceptor. Clients connect with Dial; the server takes their
+// connection requests with Accept and accepts or rejects each.
 //
 // Listen guards the path with a lock file (path + ".lock") held for the
 // Listener's lifetime, so a stale socket left by a dead process is replaced
 // safely while a live one is never stolen.
 type Listener struct {
-	path     string
-	lockPath string
-	cfg      Config
-	lock     *os.File
-	sock     *sys.Socket
-	wakefd   int
-	log      *slog.Logger
+	path   string
+	cfg    Config
+	lock   *socklock.Lock
+	sock   *sys.Socket
+	wakefd int
+	log    *slog.Logger
 
 	// slots bounds connection requests in progress: being handshaken,
 	// queued for Accept, or returned by Accept and not yet answered.
@@ -74,14 +73,13 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 		return nil, fmt.Errorf("alpc: listen %s: %w", path, err)
 	}
 	l := &Listener{
-		path:     path,
-		lockPath: path + ".lock",
-		cfg:      c,
-		wakefd:   -1,
-		log:      slog.Default().With("component", "alpc", "port", path),
-		slots:    make(chan struct{}, c.MaxPendingConnections),
-		reqs:     make(chan *ConnRequest, c.MaxPendingConnections),
-		done:     make(chan struct{}),
+		path:   path,
+		cfg:    c,
+		wakefd: -1,
+		log:    slog.Default().With("component", "alpc", "port", path),
+		slots:  make(chan struct{}, c.MaxPendingConnections),
+		reqs:   make(chan *ConnRequest, c.MaxPendingConnections),
+		done:   make(chan struct{}),
 	}
 	if err := l.open(); err != nil {
 		l.release()
@@ -94,30 +92,22 @@ func Listen(path string, cfg *Config) (*Listener, error) {
 }
 
 func (l *Listener) open() error {
-	if err := l.takeLock(); err != nil {
-		return err
+	// With the lock held, a stale socket at path (of a process that died)
+	// is gone and no live Listener owns the path.
+	lock, err := socklock.Acquire(l.path)
+	if errors.Is(err, socklock.ErrInUse) {
+		return ErrPortInUse
 	}
-	exists, isSock, err := sys.IsSocketFile(l.path)
 	if err != nil {
 		return err
 	}
-	if exists {
-		if !isSock {
-			return fmt.Errorf("%s exists and is not a socket; refusing to replace it", l.path)
-		}
-		// We hold the lock, so no live Listener owns this socket.
-		if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("removing stale socket: %w", err)
-		}
-	}
+	l.lock = lock
 	fd, err := sys.SeqpacketSocket(true)
 	if err != nil {
 		return err
 	}
 	l.sock = sys.NewSocket(fd)
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(l.path), "."+hex.EncodeToString(rnd[:])+".tmp")
+	tmp := filepath.Join(filepath.Dir(l.path), socklock.TempName())
 	if err := checkSocketPath(tmp); err != nil {
 		return err
 	}
@@ -143,56 +133,11 @@ func (l *Listener) open() error {
 	return nil
 }
 
-// takeLock opens and flocks the lock file, retrying if it was replaced
-// between open and flock (a Listener closing concurrently unlinks it).
-func (l *Listener) takeLock() error {
-	for range 10 {
-		// O_NOFOLLOW: a symlink planted at the lock's path must not make
-		// us create or lock some other file.
-		f, err := os.OpenFile(l.lockPath, os.O_RDWR|os.O_CREATE|sys.ONoFollow, 0o600)
-		if err != nil {
-			return fmt.Errorf("opening lock file: %w", err)
-		}
-		raw, err := f.SyscallConn()
-		if err != nil {
-			_ = f.Close()
-			return err
-		}
-		var lockErr, sameErr error
-		same := false
-		_ = raw.Control(func(fd uintptr) {
-			if lockErr = sys.Flock(int(fd)); lockErr == nil {
-				same, sameErr = sys.SameFile(int(fd), l.lockPath)
-			}
-		})
-		switch {
-		case errors.Is(lockErr, sys.EWOULDBLOCK):
-			_ = f.Close()
-			return ErrPortInUse
-		case lockErr != nil:
-			_ = f.Close()
-			return lockErr
-		case sameErr != nil:
-			_ = f.Close()
-			return sameErr
-		case !same:
-			_ = f.Close()
-			continue
-		}
-		l.lock = f
-		return nil
-	}
-	return errors.New("lock file keeps being replaced")
-}
-
 // release frees what open acquired. The socket path is removed before the
 // lock file, while the lock is still held, so the next Listener never sees a
 // half-removed port.
 func (l *Listener) release() {
 	if l.sock != nil {
-		if l.lock != nil {
-			_ = os.Remove(l.path)
-		}
 		_ = l.sock.Close()
 	}
 	if l.wakefd >= 0 {
@@ -200,14 +145,13 @@ func (l *Listener) release() {
 		l.wakefd = -1
 	}
 	if l.lock != nil {
-		_ = os.Remove(l.lockPath)
-		_ = l.lock.Close()
+		l.lock.Release(l.sock != nil)
 		l.lock = nil
 	}
 }
 
-// Path returns the port's socket path.
-func (l *Listener) Path() string { return l.path }
+// Name returns the port's socket path.
+func (l *Listener) Name() string { return l.path }
 
 // Close unpublishes the port: no new clients can connect, queued
 // connection requests are rejected, and Accept returns ErrClosed.
@@ -230,9 +174,8 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// Accept waits for the next connection request. The caller must answer it
-// with Accept or Reject: until then it holds one of the
-// MaxPendingConnections slots.
+// Accept waits for the next connection request (see Acceptor). Its Peer
+// has the client process's Credentials.
 func (l *Listener) Accept(ctx context.Context) (*ConnRequest, error) {
 	select {
 	case r := <-l.reqs:
@@ -318,71 +261,44 @@ func (l *Listener) readRequest(ctx context.Context, fd int) (*ConnRequest, error
 	if err != nil {
 		return nil, err
 	}
-	return &ConnRequest{l: l, fd: fd, peer: peer, Message: msg, Credentials: Credentials(cred)}, nil
+	c := Credentials(cred)
+	return &ConnRequest{
+		Message: msg,
+		Peer:    Peer{Credentials: &c},
+		answer:  &pathRequest{l: l, fd: fd, peer: peer},
+	}, nil
 }
 
-// ConnRequest is a client's request to connect to a port.
-type ConnRequest struct {
-	// Message is the client's connection message.
-	Message []byte
-	// Credentials are the client process's kernel-reported credentials.
-	Credentials Credentials
-
+// pathRequest answers a Listener's connection request on the client's
+// socket, which it owns until then.
+type pathRequest struct {
 	l    *Listener
-	mu   sync.Mutex
-	fd   int // -1 once answered
+	fd   int
 	peer wire.Params
 }
 
-// Accept accepts the request, sending reply (at most MaxConnectionMessage
-// bytes) to the client, and returns the server's end of the new connection,
-// which serves requests with the Listener's Config.Handler.
-func (r *ConnRequest) Accept(reply []byte) (*Conn, error) {
-	if err := checkHandshakeMessage("accept message", reply); err != nil {
-		return nil, err
-	}
-	fd, err := r.take()
-	if err != nil {
-		return nil, err
-	}
+func (r *pathRequest) accept(reply []byte) (*Conn, error) {
+	<-r.l.slots
 	ctx, cancel := context.WithTimeout(context.Background(), r.l.cfg.HandshakeTimeout)
 	defer cancel()
 	params := r.l.cfg.params()
-	if err := writeHandshake(ctx, fd, wire.TypeAccept, &params, reply); err != nil {
-		_ = sys.Close(fd)
+	if err := writeHandshake(ctx, r.fd, wire.TypeAccept, &params, reply); err != nil {
+		_ = sys.Close(r.fd)
 		return nil, fmt.Errorf("alpc: accept: %w", err)
 	}
-	return newConn(fd, &r.l.cfg, r.peer), nil
+	return newConn(r.fd, &r.l.cfg, r.peer), nil
 }
 
-// Reject refuses the request; the client's Dial fails with a *RejectError
-// carrying reason (truncated to MaxConnectionMessage bytes).
-func (r *ConnRequest) Reject(reason string) error {
-	fd, err := r.take()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = sys.Close(fd) }()
-	reason = truncateUTF8(reason, MaxConnectionMessage)
+func (r *pathRequest) reject(reason string) error {
+	<-r.l.slots
+	defer func() { _ = sys.Close(r.fd) }()
+	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	// Best effort and non-blocking: a client that stopped reading is not
 	// worth waiting for.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := writeHandshake(ctx, fd, wire.TypeReject, nil, []byte(reason)); err != nil {
+	if err := writeHandshake(ctx, r.fd, wire.TypeReject, nil, []byte(reason)); err != nil {
 		return fmt.Errorf("alpc: reject: %w", err)
 	}
 	return nil
-}
-
-// take transfers ownership of the request's socket to the caller, once.
-func (r *ConnRequest) take() (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.fd < 0 {
-		return -1, errors.New("alpc: connection request already answered")
-	}
-	fd := r.fd
-	r.fd = -1
-	<-r.l.slots
-	return fd, nil
 }

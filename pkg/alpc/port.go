@@ -2,7 +2,6 @@ package alpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,10 +10,11 @@ import (
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 )
 
 // Port is a connection port published through the pod's kalpc broker with
-// Publish: the brokered counterpart of a Listener. The broker delivers only
+// Publish: the brokered kind of Acceptor, beside a Listener. The broker delivers only
 // requests from clients whose identity it verified and whose access the
 // port's rules allow; the server takes them with Accept and accepts or
 // rejects each.
@@ -30,18 +30,20 @@ type Port struct {
 	log    *slog.Logger
 
 	writeMu sync.Mutex
-	reqs    chan *PortRequest
+	reqs    chan *ConnRequest
 
 	mu      sync.Mutex
-	waiting map[uint64]chan answer // accepted requests awaiting their channel
-	err     error                  // why the port ended
+	waiting map[uint64]chan handover // accepted requests awaiting their channel
+	err     error                    // why the port ended
 
 	closeOnce sync.Once
 	done      chan struct{}
 	readDone  chan struct{}
 }
 
-type answer struct {
+// handover is the broker's answer to an accepted request: the channel
+// (a file) or an error message.
+type handover struct {
 	m *ctl.Message
 	f *os.File
 }
@@ -67,7 +69,7 @@ func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, _, err := roundTrip(ctx, sc, &ctl.Message{Type: ctl.TypePublish, Name: name})
+	resp, _, err := exchange(ctx, sc, &ctl.Message{Type: ctl.TypePublish, Name: name})
 	if err != nil {
 		_ = sc.Close()
 		return nil, &BrokerError{Op: "publish", Port: name, Err: ErrBrokerUnavailable, Reason: err.Error()}
@@ -87,8 +89,8 @@ func Publish(ctx context.Context, name string, cfg *Config) (*Port, error) {
 		policy:   policyFromWire(resp.Policy),
 		conn:     sc,
 		log:      slog.Default().With("component", "alpc", "port", name),
-		reqs:     make(chan *PortRequest, c.MaxPendingConnections),
-		waiting:  make(map[uint64]chan answer),
+		reqs:     make(chan *ConnRequest, c.MaxPendingConnections),
+		waiting:  make(map[uint64]chan handover),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
@@ -104,11 +106,11 @@ func (p *Port) Name() string { return p.name }
 // connection.
 func (p *Port) Policy() Policy { return p.policy }
 
-// Accept waits for the next connection request. The caller must answer it
-// with Accept or Reject; the broker refuses requests left unanswered for
-// its handshake timeout. Accept returns ErrClosed after Close, or a
-// *BrokerError if the broker went away.
-func (p *Port) Accept(ctx context.Context) (*PortRequest, error) {
+// Accept waits for the next connection request (see Acceptor). Its Peer
+// has the client pod's verified Identity. The broker refuses requests left
+// unanswered for its handshake timeout. Accept returns ErrClosed after
+// Close, or a *BrokerError if the broker went away.
+func (p *Port) Accept(ctx context.Context) (*ConnRequest, error) {
 	select {
 	case r := <-p.reqs:
 		return r, nil
@@ -171,11 +173,11 @@ func (p *Port) readLoop() {
 		}
 		switch m.Type {
 		case ctl.TypeIncoming:
-			r := &PortRequest{
+			id := Identity(m.Peer)
+			r := &ConnRequest{
 				Message: m.Payload,
-				Peer:    Identity(m.Peer),
-				port:    p,
-				id:      m.ID,
+				Peer:    Peer{Identity: &id},
+				answer:  &brokeredRequest{port: p, id: m.ID},
 			}
 			select {
 			case p.reqs <- r:
@@ -194,7 +196,7 @@ func (p *Port) readLoop() {
 				p.log.Debug("broker answer for an unknown request", "id", m.ID, "type", m.Type)
 				continue
 			}
-			ch <- answer{m: m, f: f}
+			ch <- handover{m: m, f: f}
 		default:
 			if f != nil {
 				_ = f.Close()
@@ -212,33 +214,16 @@ func (p *Port) write(m *ctl.Message) error {
 	return ctl.Write(p.conn, m, nil)
 }
 
-// PortRequest is a verified client's request to connect to a Port.
-type PortRequest struct {
-	// Message is the client's connection message.
-	Message []byte
-	// Peer is the client pod's identity, as verified by the brokers.
-	Peer Identity
-
-	port     *Port
-	id       uint64
-	answered sync.Once
+// brokeredRequest answers a Port's connection request through the broker,
+// which hands over the channel on accept.
+type brokeredRequest struct {
+	port *Port
+	id   uint64
 }
 
-// Accept accepts the request, sending reply (at most MaxConnectionMessage
-// bytes) to the client, and returns the server's end of the new private
-// channel: a Conn serving requests with the Port's Config.Handler, its
-// limits restricted by the port's Policy.
-func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
-	if err := checkHandshakeMessage("accept message", reply); err != nil {
-		return nil, err
-	}
+func (r *brokeredRequest) accept(reply []byte) (*Conn, error) {
 	p := r.port
-	first := false
-	r.answered.Do(func() { first = true })
-	if !first {
-		return nil, errors.New("alpc: connection request already answered")
-	}
-	ch := make(chan answer, 1)
+	ch := make(chan handover, 1)
 	p.mu.Lock()
 	if p.waiting == nil {
 		p.mu.Unlock()
@@ -254,7 +239,7 @@ func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HandshakeTimeout)
 	defer cancel()
-	var a answer
+	var a handover
 	var ok bool
 	select {
 	case a, ok = <-ch:
@@ -288,15 +273,8 @@ func (r *PortRequest) Accept(reply []byte) (*Conn, error) {
 	return conn, nil
 }
 
-// Reject refuses the request; the client's Connect fails with a
-// *RejectError carrying reason (truncated to MaxConnectionMessage bytes).
-func (r *PortRequest) Reject(reason string) error {
-	first := false
-	r.answered.Do(func() { first = true })
-	if !first {
-		return errors.New("alpc: connection request already answered")
-	}
-	reason = truncateUTF8(reason, MaxConnectionMessage)
+func (r *brokeredRequest) reject(reason string) error {
+	reason = peertext.Truncate(reason, MaxConnectionMessage)
 	if err := r.port.write(&ctl.Message{Type: ctl.TypeReject, ID: r.id, Reason: reason}); err != nil {
 		return fmt.Errorf("alpc: reject on %s: %w", r.port.name, err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestPortable proves that pkg/alpc/... (pkg/alpc/grpc included) compiles
+// TestPortable proves that pkg/alpc/... (pkg/alpc/alpcgrpc included) compiles
 // and vets, test files included, for macOS and Windows, and that the stubs
 // those platforms get fail at run time as documented: it runs go vet for
 // each platform and, on this machine, the stub tests (TestUnsupported,

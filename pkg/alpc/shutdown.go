@@ -108,7 +108,7 @@ func (c *Conn) written() bool { return c.writing.Load() == 0 }
 func (c *Conn) quiet() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.calls) == 0 && c.inflight == 0 && c.running == 0 && !c.oneWayRunning && c.oneWayOut == 0
+	return len(c.calls) == 0 && c.sched.quiet() && c.oneWayOut == 0
 }
 
 // waitFor polls cond until it holds (true), or ctx or the connection ends

@@ -62,7 +62,7 @@ func TestShutdownDrains(t *testing.T) {
 	waitUntil(t, func() bool {
 		server.mu.Lock()
 		defer server.mu.Unlock()
-		return len(server.serving) == calls
+		return len(server.sched.serving) == calls
 	})
 
 	done := make(chan error, 1)
@@ -150,7 +150,7 @@ func TestShutdownBothSides(t *testing.T) {
 		waitUntil(t, func() bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			return len(c.serving) == 4
+			return len(c.sched.serving) == 4
 		})
 	}
 	errs := make(chan error, 2)

@@ -2,8 +2,6 @@ package nodedir
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,20 +12,20 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kalpc/kalpc/internal/socklock"
 )
 
 const (
 	dirMode  = 0o700
 	fileMode = 0o600
 	sockExt  = ".sock"
-	lockExt  = ".lock"
-	tmpExt   = ".tmp"
 	// maxUID bounds a pod UID used as a file name.
 	maxUID = 63
 )
 
 // ErrInUse means a live process holds the entry.
-var ErrInUse = errors.New("nodedir: entry held by a live process")
+var ErrInUse = socklock.ErrInUse
 
 // Dir is a node directory.
 type Dir struct {
@@ -110,10 +108,11 @@ func ValidUID(s string) bool {
 	return true
 }
 
-// Listener is a socket in the node directory guarded by its lock file.
+// Listener is a socket in the node directory guarded by its lock file
+// (see internal/socklock).
 type Listener struct {
 	path string
-	lock *os.File
+	lock *socklock.Lock
 	ln   *net.UnixListener
 	ino  uint64
 }
@@ -127,42 +126,31 @@ func Listen(path string) (*Listener, error) {
 	if !strings.HasSuffix(base, sockExt) {
 		return nil, fmt.Errorf("nodedir: %s does not end in %s", path, sockExt)
 	}
-	var lock *os.File
+	var lock *socklock.Lock
 	var err error
 	for range 5 {
 		if err = mkdirNoFollow(dir); err != nil {
 			return nil, err
 		}
-		lock, err = takeLock(path + lockExt)
+		// With the lock held, a stale socket at path is gone.
+		lock, err = socklock.Acquire(path)
 		if !errors.Is(err, fs.ErrNotExist) {
 			break // a concurrent sweep may remove an empty directory; retry
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("nodedir: listening on %s: %w", path, err)
 	}
 	l := &Listener{path: path, lock: lock}
 	if err := l.bind(dir); err != nil {
-		_ = os.Remove(path + lockExt)
-		_ = lock.Close()
+		lock.Release(false)
 		return nil, fmt.Errorf("nodedir: listening on %s: %w", path, err)
 	}
 	return l, nil
 }
 
 func (l *Listener) bind(dir string) error {
-	// We hold the lock: whatever socket is at path is stale.
-	if st, err := os.Lstat(l.path); err == nil {
-		if st.Mode().Type() != fs.ModeSocket {
-			return fmt.Errorf("%s exists and is not a socket; refusing to replace it", l.path)
-		}
-		if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmpBase := "." + hex.EncodeToString(rnd[:]) + tmpExt
+	tmpBase := socklock.TempName()
 	var ln *net.UnixListener
 	err := viaDir(dir, tmpBase, func(addr string) error {
 		var err error
@@ -225,95 +213,13 @@ func (l *Listener) Intact() bool {
 // lock file, while the lock is still held.
 func (l *Listener) Close() error {
 	err := l.ln.Close()
-	if l.Intact() {
-		_ = os.Remove(l.path)
-	}
-	_ = os.Remove(l.path + lockExt)
-	_ = l.lock.Close()
+	l.lock.Release(l.Intact())
 	return err
 }
 
-// takeLock opens (creating it 0600) and flocks path. It returns ErrInUse if
-// another process holds the lock, and retries if the file was replaced
-// between open and flock.
-func takeLock(path string) (*os.File, error) {
-	for range 10 {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := flockAndCheck(f, path)
-		if err != nil || !ok {
-			_ = f.Close()
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		return f, nil
-	}
-	return nil, fmt.Errorf("nodedir: lock file %s keeps being replaced", path)
-}
-
-// flockAndCheck takes f's lock without blocking and reports whether path
-// still names f.
-func flockAndCheck(f *os.File, path string) (bool, error) {
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EWOULDBLOCK {
-			return false, ErrInUse
-		}
-		if err != nil {
-			return false, os.NewSyscallError("flock", err)
-		}
-		break
-	}
-	var a, b unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
-		return false, os.NewSyscallError("fstat", err)
-	}
-	if err := unix.Stat(path, &b); err != nil {
-		if err == unix.ENOENT {
-			return false, nil
-		}
-		return false, os.NewSyscallError("stat", err)
-	}
-	return a.Dev == b.Dev && a.Ino == b.Ino, nil
-}
-
 // CleanStale removes the entry at sockPath if no live process holds its
-// lock, and reports whether it did. A socket without a lock file is stale
-// too (an owner creates the lock first and removes it last).
-func CleanStale(sockPath string) (bool, error) {
-	lockPath := sockPath + lockExt
-	f, err := os.OpenFile(lockPath, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		// Give an owner that is between creating its lock and binding a
-		// moment: only a socket older than a few seconds counts as stale.
-		st, serr := os.Lstat(sockPath)
-		if serr != nil || time.Since(st.ModTime()) < 5*time.Second {
-			return false, nil
-		}
-		return os.Remove(sockPath) == nil, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	ok, err := flockAndCheck(f, lockPath)
-	if errors.Is(err, ErrInUse) {
-		return false, nil
-	}
-	if err != nil || !ok {
-		return false, err
-	}
-	_ = os.Remove(sockPath)
-	_ = os.Remove(lockPath)
-	return true, nil
-}
+// lock, and reports whether it did (see socklock.CleanStale).
+func CleanStale(sockPath string) (bool, error) { return socklock.CleanStale(sockPath) }
 
 // Endpoints lists the pod UIDs with an endpoint of port namespace/name, in
 // name order. A missing port directory means none.
@@ -360,19 +266,10 @@ func (d Dir) Sweep() (int, error) {
 				if ok {
 					removed++
 				}
-			case strings.HasSuffix(e.Name(), sockExt+lockExt):
-				if _, err := os.Lstat(strings.TrimSuffix(p, lockExt)); errors.Is(err, fs.ErrNotExist) {
-					// An orphaned lock: remove it if nobody holds it.
-					if f, err := os.OpenFile(p, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
-						if ok, _ := flockAndCheck(f, p); ok {
-							if _, err := os.Lstat(strings.TrimSuffix(p, lockExt)); errors.Is(err, fs.ErrNotExist) {
-								_ = os.Remove(p)
-							}
-						}
-						_ = f.Close()
-					}
-				}
-			case strings.HasSuffix(e.Name(), tmpExt):
+			case strings.HasSuffix(e.Name(), sockExt+socklock.Ext):
+				// An orphaned lock: removed if nobody holds it.
+				socklock.CleanOrphanLock(strings.TrimSuffix(p, socklock.Ext))
+			case strings.HasSuffix(e.Name(), socklock.TempExt):
 				if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Minute {
 					_ = os.Remove(p)
 				}

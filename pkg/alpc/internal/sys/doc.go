@@ -1,8 +1,10 @@
 // Package sys is the only importer of golang.org/x/sys/unix in pkg/alpc: it
 // wraps the few Linux system calls the library needs (SOCK_SEQPACKET sockets,
-// sendmsg/recvmsg with SCM_RIGHTS, poll, epoll, eventfd, flock) and provides
+// sendmsg/recvmsg with SCM_RIGHTS, poll, epoll, eventfd) and provides
 // [Socket], a file descriptor that is closed exactly once, after every
-// system call that uses it has returned.
+// system call that uses it has returned. The lock file that guards a
+// Listener's path is taken by the module's internal/socklock, which the
+// sidecar shares.
 //
 // Wrappers are named after their system call and return errors wrapped by
 // [os.NewSyscallError], so callers can test them with errors.Is against

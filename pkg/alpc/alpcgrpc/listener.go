@@ -25,7 +25,7 @@ const (
 // kalpc connection becomes a net.Conn byte stream, so an unmodified
 // grpc.Server can Serve it (compatibility mode).
 type Listener struct {
-	p    port
+	a    alpc.Acceptor
 	addr Addr
 
 	mu      sync.Mutex
@@ -52,7 +52,27 @@ func Listen(path string, cfg *alpc.Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("alpcgrpc: %w", err)
 	}
-	ln.p = pathPort{l}
+	ln.a = l
+	return ln, nil
+}
+
+// Publish publishes the connection port name in the pod's namespace
+// through the pod's kalpc broker (the sidecar at alpc.EnvSocket), for
+// compatibility-mode clients: the brokered counterpart of Listen. The port
+// must be declared (a ConnectionPort) and this pod allowed to serve it;
+// see alpc.Publish. cfg is as in Listen. ctx bounds only the publication.
+func Publish(ctx context.Context, name string, cfg *alpc.Config) (*Listener, error) {
+	c, err := streamConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: publish %s: %w", name, err)
+	}
+	ln := newListener(Addr(name))
+	c.Handler = alpc.HandlerFunc(ln.serveALPC)
+	p, err := alpc.Publish(ctx, name, &c)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: %w", err)
+	}
+	ln.a = p
 	return ln, nil
 }
 
@@ -79,16 +99,16 @@ func streamConfig(cfg *alpc.Config) (alpc.Config, error) {
 // After Close it returns an error wrapping net.ErrClosed.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
-		req, err := l.p.accept(context.Background())
+		req, err := l.a.Accept(context.Background())
 		if err != nil {
 			return nil, &net.OpError{Op: "accept", Net: Network, Addr: l.addr, Err: err}
 		}
-		if msg := string(req.message); msg != StreamMessage {
-			_ = req.reject(rejectReason(msg, StreamMessage))
+		if msg := string(req.Message); msg != StreamMessage {
+			_ = req.Reject(rejectReason(msg, StreamMessage))
 			continue
 		}
-		sc := newStreamConn(l.addr, req.peer)
-		conn, err := req.accept(nil)
+		sc := newStreamConn(l.addr, requestPeer(req.Peer))
+		conn, err := req.Accept(nil)
 		if err != nil {
 			// The client gave up during the handshake; wait for the next.
 			continue
@@ -131,7 +151,7 @@ func (l *Listener) serveALPC(ctx context.Context, req *alpc.Request) ([]byte, er
 
 // Close unpublishes the port. Connections already accepted stay open.
 func (l *Listener) Close() error {
-	if err := l.p.Close(); err != nil {
+	if err := l.a.Close(); err != nil {
 		return &net.OpError{Op: "close", Net: Network, Addr: l.addr, Err: err}
 	}
 	return nil

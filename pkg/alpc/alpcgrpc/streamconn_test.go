@@ -14,7 +14,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"github.com/kalpc/kalpc/pkg/alpc"
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // TestStreamConn runs golang.org/x/net/nettest's conformance suite for

@@ -44,12 +44,13 @@
 //
 // In a pod with the kalpc sidecar, ports are published and reached by name
 // through the sidecar (alpc.Publish and alpc.Connect), not by socket path.
-// Publish (compatibility mode) and Server.Publish with Server.ServePort
-// (native mode) publish a declared ConnectionPort; Dialer.Broker and
-// WithBroker make clients connect to "namespace/name":
+// Publish (compatibility mode) and Server.Publish (native mode) publish a
+// declared ConnectionPort; Server.Serve takes either kind of port (an
+// alpc.Acceptor). Dialer.Broker and WithBroker make clients connect to
+// "namespace/name":
 //
 //	p, err := srv.Publish(ctx, "greeter", nil) // native server pod
-//	go srv.ServePort(p)
+//	go srv.Serve(p)
 //
 //	cc, err := alpcgrpc.NewClient("apps/greeter", alpcgrpc.WithBroker()) // client pod
 //

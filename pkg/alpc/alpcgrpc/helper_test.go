@@ -25,7 +25,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection"
 
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // Tests run servers as separate OS processes by re-executing the test

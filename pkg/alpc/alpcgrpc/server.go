@@ -22,9 +22,9 @@ import (
 // Server is a native-mode gRPC server. It implements
 // grpc.ServiceRegistrar, so generated code registers services on it as on
 // a *grpc.Server, and alpc.Handler: it serves the kalpc connections whose
-// Config.Handler it is (see Listen and Serve, Publish and ServePort in a
-// pod with the kalpc sidecar, and alpc.FileConn for channels handed over
-// some other way).
+// Config.Handler it is: Serve takes a port made by Listen (a socket path)
+// or Publish (in a pod with the kalpc sidecar); alpc.FileConn serves
+// channels handed over some other way.
 type Server struct {
 	opts      serverOptions
 	unaryInt  grpc.UnaryServerInterceptor
@@ -35,7 +35,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	services  map[string]*service
-	listeners map[port]struct{}
+	listeners map[*alpc.Acceptor]struct{}
 	conns     map[*alpc.Conn]*serverTransport
 	stopped   bool
 }
@@ -58,7 +58,7 @@ func NewServer(opts ...ServerOption) *Server {
 		opts:      serverOptions{maxRecv: DefaultMaxRecvMsgSize, maxSend: DefaultMaxSendMsgSize},
 		log:       slog.Default().With("component", "alpcgrpc"),
 		services:  make(map[string]*service),
-		listeners: make(map[port]struct{}),
+		listeners: make(map[*alpc.Acceptor]struct{}),
 		conns:     make(map[*alpc.Conn]*serverTransport),
 	}
 	for _, o := range opts {
@@ -129,6 +129,22 @@ func (s *Server) Listen(path string, cfg *alpc.Config) (*alpc.Listener, error) {
 	return l, nil
 }
 
+// Publish publishes the connection port name in the pod's namespace
+// through the pod's kalpc broker, whose connections this server serves;
+// pass it to Serve. It is the brokered counterpart of Listen; cfg is as
+// there. ctx bounds only the publication.
+func (s *Server) Publish(ctx context.Context, name string, cfg *alpc.Config) (*alpc.Port, error) {
+	c, err := s.config(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: publish %s: %w", name, err)
+	}
+	p, err := alpc.Publish(ctx, name, &c)
+	if err != nil {
+		return nil, fmt.Errorf("alpcgrpc: %w", err)
+	}
+	return p, nil
+}
+
 // config is cfg for a port whose connections s serves.
 func (s *Server) config(cfg *alpc.Config) (alpc.Config, error) {
 	var c alpc.Config
@@ -148,30 +164,29 @@ func (s *Server) config(cfg *alpc.Config) (alpc.Config, error) {
 	return c, nil
 }
 
-// Serve accepts native-mode clients on l until l is closed or the server
-// stops, and rejects clients that ask for another mode. l's Config.Handler
-// must be s (see Listen). Serve returns nil after Stop or GracefulStop,
-// else the error that ended accepting.
-func (s *Server) Serve(l *alpc.Listener) error {
-	return s.serve(pathPort{l})
-}
-
-func (s *Server) serve(l port) error {
+// Serve accepts native-mode clients on a until a is closed or the server
+// stops, and rejects clients that ask for another mode. a is either kind
+// of kalpc port, made by Listen (a socket path) or Publish (through the
+// pod's kalpc broker), or by alpc.Listen or alpc.Publish with a Config
+// whose Handler is s. Serve returns nil after Stop or GracefulStop, else
+// the error that ended accepting.
+func (s *Server) Serve(a alpc.Acceptor) error {
+	key := &a
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
-		_ = l.Close()
+		_ = a.Close()
 		return nil
 	}
-	s.listeners[l] = struct{}{}
+	s.listeners[key] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.listeners, l)
+		delete(s.listeners, key)
 		s.mu.Unlock()
 	}()
 	for {
-		req, err := l.accept(context.Background())
+		req, err := a.Accept(context.Background())
 		if err != nil {
 			s.mu.Lock()
 			stopped := s.stopped
@@ -181,11 +196,11 @@ func (s *Server) serve(l port) error {
 			}
 			return fmt.Errorf("alpcgrpc: accept: %w", err)
 		}
-		if msg := string(req.message); msg != NativeMessage {
-			_ = req.reject(rejectReason(msg, NativeMessage))
+		if msg := string(req.Message); msg != NativeMessage {
+			_ = req.Reject(rejectReason(msg, NativeMessage))
 			continue
 		}
-		conn, err := req.accept(nil)
+		conn, err := req.Accept(nil)
 		if err != nil {
 			continue
 		}
@@ -216,14 +231,14 @@ func (s *Server) stop() []*alpc.Conn {
 	s.mu.Lock()
 	s.stopped = true
 	ls := s.listeners
-	s.listeners = make(map[port]struct{})
+	s.listeners = make(map[*alpc.Acceptor]struct{})
 	var conns []*alpc.Conn
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
-	for l := range ls {
-		_ = l.Close()
+	for a := range ls {
+		_ = (*a).Close()
 	}
 	return conns
 }

@@ -83,3 +83,12 @@ func isNoPort(err error) bool {
 func isUnsupported(err error) bool {
 	return alpc.Supported() != nil && errors.Is(err, alpc.ErrUnsupported)
 }
+
+// connect makes a client's kalpc connection: through the broker to the
+// port named target, or to the socket at path target.
+func connect(ctx context.Context, broker bool, target string, msg []byte, cfg *alpc.Config) (*alpc.Conn, error) {
+	if broker {
+		return alpc.Connect(ctx, target, msg, cfg)
+	}
+	return alpc.Dial(ctx, target, msg, cfg)
+}

@@ -14,7 +14,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // interopCase is one of grpc-go's interoperability test cases.

@@ -18,7 +18,7 @@ import (
 // plain Unix socket. Each sub-benchmark reports the median round trip
 // (p50-µs); the parent logs the ratios. Run:
 //
-//	go test -run '^$' -bench Unary -benchtime 3000x ./pkg/alpc/grpc/
+//	go test -run '^$' -bench Unary -benchtime 3000x ./pkg/alpc/alpcgrpc/
 func BenchmarkUnary(b *testing.B) {
 	conns := map[string]grpc.ClientConnInterface{}
 	for _, mode := range []string{"unix", "compat", "native"} {

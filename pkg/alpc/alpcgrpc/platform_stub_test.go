@@ -14,7 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kalpc/kalpc/pkg/alpc"
-	alpcgrpc "github.com/kalpc/kalpc/pkg/alpc/grpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcgrpc"
 )
 
 // TestFallbackOffLinux runs where kalpc cannot (off Linux, or on Linux with

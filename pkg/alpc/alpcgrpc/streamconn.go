@@ -341,3 +341,15 @@ func Conn(c net.Conn) (*alpc.Conn, bool) {
 func peerAddr(cred alpc.Credentials) Addr {
 	return Addr(fmt.Sprintf("pid:%d", cred.PID))
 }
+
+// requestPeer is a connecting client's address: its verified pod identity
+// on a brokered port, else its process id.
+func requestPeer(p alpc.Peer) Addr {
+	switch {
+	case p.Identity != nil:
+		return Addr(fmt.Sprintf("pod:%s/%s", p.Identity.Namespace, p.Identity.PodName))
+	case p.Credentials != nil:
+		return peerAddr(*p.Credentials)
+	}
+	return ""
+}
