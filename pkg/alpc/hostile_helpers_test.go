@@ -161,9 +161,9 @@ func echoCalls(ctx context.Context, c *Conn, n int, stop <-chan struct{}) (*late
 type goodTraffic struct {
 	before    time.Duration // median
 	beforeP99 time.Duration
-	stop   chan struct{}
-	done   chan error
-	during *latencies
+	stop      chan struct{}
+	done      chan error
+	during    *latencies
 }
 
 func startGoodTraffic(t *testing.T, c *Conn) *goodTraffic {
