@@ -108,7 +108,8 @@ type LabelSelectorRequirement struct {
 type LabelValue = string
 
 // Metav1 returns s as a metav1.LabelSelector, for apimachinery's selector
-// helpers. A nil s returns nil.
+// helpers. A nil s returns nil. The result shares s's matchLabels map and
+// values slices: treat it as read-only, or DeepCopy it.
 func (s *LabelSelector) Metav1() *metav1.LabelSelector {
 	if s == nil {
 		return nil
