@@ -95,7 +95,7 @@ verify: ## Fail if generated files, go.mod or formatting drift from what the too
 	hack/verify.sh
 
 .PHONY: generate
-generate: ## Generate deepcopy functions, the CRD, RBAC and webhook manifests under config/ and the chart's CRDs (hack/generate.sh).
+generate: ## Generate deepcopy functions, the CRD, RBAC and webhook manifests under config/, the chart's CRDs, and the chart's values schema and README table from values.yaml (hack/generate.sh).
 	hack/generate.sh
 
 .PHONY: manifests

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every generator whose output is committed: deepcopy functions for the
 # API types, the CRD, RBAC and webhook manifests under config/ (markers in
-# the Go sources are the source of truth), the chart's CRDs and the CRD field
-# reference in docs/api.md. `make generate manifests` and
-# hack/verify.sh call it; never edit its outputs by hand.
+# the Go sources are the source of truth), the chart's CRDs, the CRD field
+# reference in docs/api.md, and the chart's values.schema.json and README
+# values table (the comments of values.yaml are their source). `make
+# generate manifests` and hack/verify.sh call it; never edit its outputs by
+# hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +35,7 @@ hack/chart-crds.sh
 
 # The field reference in docs/api.md (between its crd-docs markers), from the CRD.
 go run ./hack/crd-docs -crd config/crd/bases/kalpc.io_connectionports.yaml -doc docs/api.md
+
+# The chart's values.schema.json and the values table of its README, from
+# the "# --" and "# @schema" comments of values.yaml.
+go run ./hack/values-schema -values charts/kalpc/values.yaml -schema charts/kalpc/values.schema.json -readme charts/kalpc/README.md

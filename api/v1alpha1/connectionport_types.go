@@ -38,7 +38,8 @@ const (
 	// carries the kalpc sidecar.
 	ReasonNoReadyServers = "NoReadyServers"
 	// ReasonInvalidServerSelector means spec.servers cannot be parsed as a
-	// label selector; the port is not served until it is fixed.
+	// label selector; the port is not served until it is fixed. The CRD
+	// refuses such a selector, so only a port stored before it did has one.
 	ReasonInvalidServerSelector = "InvalidServerSelector"
 )
 
@@ -47,11 +48,8 @@ const (
 // skip every CEL rule and add "some validation rules were not checked" to
 // the answer, which hid the one thing to fix.
 //
-// spec.servers' rules check its expressions the way the operator parses
-// them, so that a selector it could not parse is refused at admission.
-// Client rules' selectors cannot carry the same rules: in a list of 64
-// rules, with metav1.LabelSelector's unbounded lists, their estimated CEL
-// cost exceeds the API server's budget 15-fold.
+// Every selector of a port is a LabelSelector, whose rules refuse at
+// admission what the operator and the sidecar could not parse.
 
 // ConnectionPortSpec is the desired state of a ConnectionPort: who may serve
 // it, who may connect to it and how messages on its connections are bounded.
@@ -63,10 +61,7 @@ type ConnectionPortSpec struct {
 	// ({}) lets every pod in the namespace serve the port.
 	// servers is required.
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="matchExpressions: operator must be In, NotIn, Exists or DoesNotExist"
-	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['In', 'NotIn']) || (has(e.values) && size(e.values) > 0))",message="matchExpressions: values must not be empty when the operator is In or NotIn"
-	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, !(e.operator in ['Exists', 'DoesNotExist']) || !has(e.values) || size(e.values) == 0)",message="matchExpressions: values must be empty when the operator is Exists or DoesNotExist"
-	Servers metav1.LabelSelector `json:"servers"`
+	Servers LabelSelector `json:"servers"`
 
 	// clients lists the rules a connecting pod must satisfy; a client is
 	// allowed when it matches at least one rule. When clients is omitted, only
@@ -101,7 +96,7 @@ type ClientRule struct {
 	// namespaceSelector selects the namespaces clients may connect from by
 	// their labels. An empty selector ({}) selects every namespace.
 	// +optional
-	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	NamespaceSelector *LabelSelector `json:"namespaceSelector,omitempty"`
 
 	// serviceAccounts names the ServiceAccounts clients may run as, in the
 	// namespaces the rule applies to.
@@ -116,7 +111,7 @@ type ClientRule struct {
 	// podSelector selects client pods by their labels, in the namespaces the
 	// rule applies to.
 	// +optional
-	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+	PodSelector *LabelSelector `json:"podSelector,omitempty"`
 }
 
 // MessagePolicy bounds what travels over the port's connections. Both

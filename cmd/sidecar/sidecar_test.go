@@ -12,15 +12,13 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
 )
 
 func echoPortSpec(clientSAs ...string) kalpcv1alpha1.ConnectionPortSpec {
 	return kalpcv1alpha1.ConnectionPortSpec{
-		Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+		Servers: kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
 		Clients: []kalpcv1alpha1.ClientRule{{ServiceAccounts: clientSAs}},
 	}
 }

@@ -14,9 +14,10 @@
 // a row per field, depth first in schema order: the field's path (lists as
 // `[]`, maps as `{}`), type, default, validation (required, bounds, lengths,
 // patterns, enums, list semantics and CEL rules with their messages) and
-// description. A Kubernetes label selector (an object of exactly
-// matchExpressions and matchLabels) is shown as one row of type
-// LabelSelector instead of its standard fields.
+// description. A label selector (an object of exactly matchExpressions and
+// matchLabels) is shown as one row of type LabelSelector; the version's
+// first label selector's own fields and checks follow in a table of their
+// own (every selector of a kalpc CRD has the same type).
 //
 // This is a build tool, not part of kalpc's product binaries.
 package main
@@ -122,6 +123,7 @@ func Render(crd *apiextensionsv1.CustomResourceDefinition, source string) string
 		if len(root.XValidations) > 0 {
 			fmt.Fprintf(&b, "\nRules on the object: %s\n", rulesText(root.XValidations, "; "))
 		}
+		var selector *apiextensionsv1.JSONSchemaProps
 		for _, top := range []string{"spec", "status"} {
 			prop, ok := root.Properties[top]
 			if !ok {
@@ -137,13 +139,56 @@ func Render(crd *apiextensionsv1.CustomResourceDefinition, source string) string
 			b.WriteString("| field | type | default | validation | description |\n| --- | --- | --- | --- | --- |\n")
 			var rows []row
 			walk(&rows, top, &prop)
-			for _, r := range rows {
-				fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", r.path, cell(r.typ), cell(r.def), cell(r.validation), cell(r.description))
+			writeRows(&b, rows)
+			if selector == nil {
+				selector = findLabelSelector(&prop)
 			}
+		}
+		if selector != nil {
+			b.WriteString("\n### `LabelSelector`\n\n")
+			b.WriteString("A field of type LabelSelector above takes a Kubernetes label selector; these are its fields and the checks the API server applies to them.\n\n")
+			b.WriteString("| field | type | default | validation | description |\n| --- | --- | --- | --- | --- |\n")
+			var rows []row
+			walk(&rows, "", selector)
+			for i := range rows {
+				rows[i].path = strings.TrimPrefix(rows[i].path, ".")
+			}
+			writeRows(&b, rows)
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+func writeRows(b *strings.Builder, rows []row) {
+	for _, r := range rows {
+		fmt.Fprintf(b, "| `%s` | %s | %s | %s | %s |\n", r.path, cell(r.typ), cell(r.def), cell(r.validation), cell(r.description))
+	}
+}
+
+// findLabelSelector returns the first label selector in s, depth first in
+// schema order, or nil.
+func findLabelSelector(s *apiextensionsv1.JSONSchemaProps) *apiextensionsv1.JSONSchemaProps {
+	if isLabelSelector(s) {
+		return s
+	}
+	var children []*apiextensionsv1.JSONSchemaProps
+	for _, name := range propertyNames(s) {
+		child := s.Properties[name]
+		children = append(children, &child)
+	}
+	if s.Items != nil && s.Items.Schema != nil {
+		children = append(children, s.Items.Schema)
+	}
+	if s.AdditionalProperties != nil && s.AdditionalProperties.Schema != nil {
+		children = append(children, s.AdditionalProperties.Schema)
+	}
+	for _, c := range children {
+		if found := findLabelSelector(c); found != nil {
+			return found
+		}
+	}
+	return nil
 }
 
 // row is one field of a table.
@@ -201,6 +246,11 @@ func fieldRow(path string, s *apiextensionsv1.JSONSchemaProps, required bool) ro
 			v = append(v, "items: "+c)
 		}
 	}
+	if s.Type == "object" && s.AdditionalProperties != nil && s.AdditionalProperties.Schema != nil && s.AdditionalProperties.Schema.Type != "object" {
+		for _, c := range constraints(s.AdditionalProperties.Schema) {
+			v = append(v, "values: "+c)
+		}
+	}
 	r.validation = strings.Join(v, "<br>")
 	return r
 }
@@ -216,6 +266,9 @@ func constraints(s *apiextensionsv1.JSONSchemaProps) []string {
 		v = append(v, "value ≥ "+num(s.Minimum))
 	case s.Maximum != nil:
 		v = append(v, "value ≤ "+num(s.Maximum))
+	}
+	if s.MaxProperties != nil {
+		v = append(v, fmt.Sprintf("at most %d entries", *s.MaxProperties))
 	}
 	switch {
 	case s.MinItems != nil && s.MaxItems != nil:
@@ -275,7 +328,7 @@ func typeOf(s *apiextensionsv1.JSONSchemaProps) string {
 	return s.Type
 }
 
-// isLabelSelector reports whether s is a metav1.LabelSelector.
+// isLabelSelector reports whether s is a label selector.
 func isLabelSelector(s *apiextensionsv1.JSONSchemaProps) bool {
 	if s.Type != "object" || len(s.Properties) != 2 {
 		return false

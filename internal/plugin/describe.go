@@ -197,11 +197,11 @@ func reasonSuffix(reason string) string {
 }
 
 // selectorString renders a label selector; what names what {} selects.
-func selectorString(sel *metav1.LabelSelector, what string) string {
+func selectorString(sel *kalpcv1alpha1.LabelSelector, what string) string {
 	if sel == nil {
 		return "<not set>"
 	}
-	s, err := metav1.LabelSelectorAsSelector(sel)
+	s, err := sel.AsSelector()
 	if err != nil {
 		return "<invalid: " + err.Error() + ">"
 	}

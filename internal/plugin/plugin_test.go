@@ -42,12 +42,12 @@ func createPort(t *testing.T, ns, name string, spec kalpcv1alpha1.ConnectionPort
 	}
 }
 
-func selector(kv ...string) metav1.LabelSelector {
+func selector(kv ...string) kalpcv1alpha1.LabelSelector {
 	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
-	return metav1.LabelSelector{MatchLabels: m}
+	return kalpcv1alpha1.LabelSelector{MatchLabels: m}
 }
 
 // fields splits a table into rows of whitespace-separated cells.
@@ -144,7 +144,7 @@ func TestDescribe(t *testing.T) {
 		Servers: selector("app", "echo"),
 		Clients: []kalpcv1alpha1.ClientRule{
 			{Namespaces: []string{"clients"}, ServiceAccounts: []string{"echo-client"}},
-			{PodSelector: &metav1.LabelSelector{}},
+			{PodSelector: &kalpcv1alpha1.LabelSelector{}},
 		},
 		MessagePolicy: kalpcv1alpha1.MessagePolicy{MaxMessageBytes: 64 << 20, MaxSectionBytesPerConnection: ptr.To(int64(128 << 20))},
 	}

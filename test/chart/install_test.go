@@ -153,7 +153,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	// The CRD serves and validates ConnectionPorts.
 	port := &kalpcv1alpha1.ConnectionPort{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"},
-		Spec:       kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}}},
+		Spec:       kalpcv1alpha1.ConnectionPortSpec{Servers: kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}}},
 	}
 	if err := e.k8s.Create(ctx, port); err != nil {
 		t.Fatalf("failed to create a ConnectionPort: %v", err)

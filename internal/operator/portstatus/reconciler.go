@@ -70,7 +70,7 @@ func (r *Reconciler) portsForPod(ctx context.Context, obj client.Object) []recon
 	}
 	var reqs []reconcile.Request
 	for _, p := range ports.Items {
-		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.Servers)
+		sel, err := p.Spec.Servers.AsSelector()
 		if err != nil || !sel.Matches(labels.Set(obj.GetLabels())) {
 			continue
 		}
@@ -93,7 +93,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	before := port.DeepCopy()
 	wasReady := meta.IsStatusConditionTrue(port.Status.Conditions, kalpcv1alpha1.ConditionReady)
 
-	selector, selErr := metav1.LabelSelectorAsSelector(&port.Spec.Servers)
+	selector, selErr := port.Spec.Servers.AsSelector()
 	if selErr != nil {
 		port.Status = kalpcv1alpha1.ConnectionPortStatus{Conditions: port.Status.Conditions}
 		meta.SetStatusCondition(&port.Status.Conditions, metav1.Condition{

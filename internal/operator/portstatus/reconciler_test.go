@@ -10,6 +10,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
@@ -30,7 +32,7 @@ func TestStatusConverges(t *testing.T) {
 	port := &kalpcv1alpha1.ConnectionPort{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns},
 		Spec: kalpcv1alpha1.ConnectionPortSpec{
-			Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
+			Servers: kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}},
 		},
 	}
 	g.Expect(k8s.Create(ctx, port)).To(Succeed())
@@ -102,7 +104,7 @@ func TestStatusConverges(t *testing.T) {
 
 	// A spec change is observed.
 	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(port), port)).To(Succeed())
-	port.Spec.Servers = metav1.LabelSelector{MatchLabels: map[string]string{"app": "moved"}}
+	port.Spec.Servers = kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "moved"}}
 	g.Expect(k8s.Update(ctx, port)).To(Succeed())
 	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
 		g.Expect(st.ObservedGeneration).To(Equal(int64(2)))
@@ -113,19 +115,23 @@ func TestStatusConverges(t *testing.T) {
 	})
 }
 
-// TestInvalidSelector checks that a selector the schema cannot reject is
-// reported in the Ready condition: the CRD's rules refuse bad operators and
-// values lists, not keys or values that are not valid label syntax.
+// TestInvalidSelector checks that a port whose spec.servers the operator
+// cannot parse is reported in the Ready condition. The CRD refuses such a
+// selector at admission, so only a port stored before it did (by an older
+// kalpc) has one: the test stores it while the CRD's key rule is removed.
 func TestInvalidSelector(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	port := &kalpcv1alpha1.ConnectionPort{
 		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns},
-		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{
-			MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "not a label key!", Operator: metav1.LabelSelectorOpExists}},
+		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: kalpcv1alpha1.LabelSelector{
+			MatchExpressions: []kalpcv1alpha1.LabelSelectorRequirement{{Key: "not a label key!", Operator: metav1.LabelSelectorOpExists}},
 		}},
 	}
-	g.Expect(k8s.Create(t.Context(), port)).To(Succeed())
+	g.Expect(k8s.Create(t.Context(), port, client.DryRunAll)).To(MatchError(ContainSubstring("key must be a label key")))
+	withoutServersKeyRule(t, func() {
+		g.Expect(k8s.Create(t.Context(), port)).To(Succeed())
+	})
 	expectStatus(t, port, func(g Gomega, st kalpcv1alpha1.ConnectionPortStatus) {
 		c := meta.FindStatusCondition(st.Conditions, kalpcv1alpha1.ConditionReady)
 		g.Expect(c).NotTo(BeNil())
@@ -134,6 +140,61 @@ func TestInvalidSelector(t *testing.T) {
 		g.Expect(c.Message).To(ContainSubstring("spec.servers is not a valid label selector"))
 	})
 	expectEvent(t, ns, "bad", kalpcv1alpha1.ReasonInvalidServerSelector)
+}
+
+// withoutServersKeyRule runs create while the ConnectionPort CRD lacks the
+// rule on spec.servers' matchExpressions keys, as an older CRD did; it
+// waits until the API server uses each version of the CRD.
+func withoutServersKeyRule(t *testing.T, create func()) {
+	t.Helper()
+	g := NewWithT(t)
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+	key := client.ObjectKey{Name: "connectionports.kalpc.io"}
+	g.Expect(k8s.Get(t.Context(), key, crd)).To(Succeed())
+	original, _, err := unstructured.NestedFieldCopy(crd.Object, "spec")
+	g.Expect(err).NotTo(HaveOccurred())
+
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	g.Expect(versions).To(HaveLen(1))
+	v := versions[0].(map[string]any)
+	path := []string{"schema", "openAPIV3Schema", "properties", "spec", "properties", "servers", "properties",
+		"matchExpressions", "items", "properties", "key", "x-kubernetes-validations"}
+	_, found, _ := unstructured.NestedSlice(v, path...)
+	g.Expect(found).To(BeTrue(), "the CRD has no rule at %v", path)
+	unstructured.RemoveNestedField(v, path...)
+	g.Expect(unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions")).To(Succeed())
+	g.Expect(k8s.Update(t.Context(), crd)).To(Succeed())
+
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		g.Eventually(func(g Gomega) {
+			g.Expect(k8s.Get(t.Context(), key, crd)).To(Succeed())
+			g.Expect(unstructured.SetNestedField(crd.Object, original, "spec")).To(Succeed())
+			g.Expect(k8s.Update(t.Context(), crd)).To(Succeed())
+		}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	}
+	defer restore()
+
+	// The API server validates with the CRD it has read from its watch.
+	probe := &kalpcv1alpha1.ConnectionPort{
+		ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: "default"},
+		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: kalpcv1alpha1.LabelSelector{
+			MatchExpressions: []kalpcv1alpha1.LabelSelectorRequirement{{Key: "not a label key!", Operator: metav1.LabelSelectorOpExists}},
+		}},
+	}
+	g.Eventually(func() error {
+		return k8s.Create(t.Context(), probe.DeepCopy(), client.DryRunAll)
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	create()
+	restore()
+	g.Eventually(func() error {
+		return k8s.Create(t.Context(), probe.DeepCopy(), client.DryRunAll)
+	}).WithTimeout(timeout).WithPolling(interval).Should(MatchError(ContainSubstring("key must be a label key")))
 }
 
 // expectStatus waits until port's status satisfies check.

@@ -71,7 +71,7 @@ func TestProvisionsAndCleansUp(t *testing.T) {
 	forbidden(sidecar.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)))
 	forbidden(sidecar.Create(ctx, &kalpcv1alpha1.ConnectionPort{
 		ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: ns},
-		Spec:       kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{}},
+		Spec:       kalpcv1alpha1.ConnectionPortSpec{Servers: kalpcv1alpha1.LabelSelector{}},
 	}))
 	// A ServiceAccount of the namespace that runs no injected pod gets nothing.
 	forbidden(as(t, ns, "plain-sa").List(ctx, &kalpcv1alpha1.ConnectionPortList{}, client.InNamespace(other)))

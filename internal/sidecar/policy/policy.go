@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -81,7 +80,7 @@ func MayServe(port *kalpcv1alpha1.ConnectionPort, pod *corev1.Pod) error {
 	if pod.DeletionTimestamp != nil {
 		return fmt.Errorf("%w: pod %s/%s is terminating", ErrNotServer, pod.Namespace, pod.Name)
 	}
-	sel, err := metav1.LabelSelectorAsSelector(&port.Spec.Servers)
+	sel, err := port.Spec.Servers.AsSelector()
 	if err != nil {
 		return fmt.Errorf("%w: ConnectionPort %s/%s has an invalid spec.servers: %w", ErrNotServer, port.Namespace, port.Name, err)
 	}
@@ -152,7 +151,7 @@ func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort
 		return false, nil
 	}
 	if r.NamespaceSelector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(r.NamespaceSelector)
+		sel, err := r.NamespaceSelector.AsSelector()
 		if err != nil {
 			return false, fmt.Errorf("invalid namespaceSelector: %w", err)
 		}
@@ -165,7 +164,7 @@ func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort
 		}
 	}
 	if r.PodSelector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(r.PodSelector)
+		sel, err := r.PodSelector.AsSelector()
 		if err != nil {
 			return false, fmt.Errorf("invalid podSelector: %w", err)
 		}

@@ -35,8 +35,8 @@ func TestAuthorize(t *testing.T) {
 	web := identity.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
 	job := identity.Identity{Namespace: "team-a", ServiceAccount: "batch", PodName: "job", PodUID: "u-job"}
 	ownNS := identity.Identity{Namespace: "srv", ServiceAccount: "x", PodName: "p", PodUID: "u-p"}
-	sel := func(k, v string) *metav1.LabelSelector {
-		return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
+	sel := func(k, v string) *kalpcv1alpha1.LabelSelector {
+		return &kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{k: v}}
 	}
 	tests := []struct {
 		name   string
@@ -77,7 +77,7 @@ func TestAuthorize(t *testing.T) {
 
 func TestMayServe(t *testing.T) {
 	port := &kalpcv1alpha1.ConnectionPort{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "srv"},
-		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: metav1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}}}}
+		Spec: kalpcv1alpha1.ConnectionPortSpec{Servers: kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "echo"}}}}
 	now := metav1.Now()
 	for _, tt := range []struct {
 		name string
@@ -116,9 +116,9 @@ func TestAuthorizeAPIDown(t *testing.T) {
 		rules []kalpcv1alpha1.ClientRule
 		want  error
 	}{
-		{"pod selector", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: &metav1.LabelSelector{}}}, ErrUnavailable},
-		{"namespace selector", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &metav1.LabelSelector{}}}, ErrUnavailable},
-		{"another rule allows", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &metav1.LabelSelector{}}, {Namespaces: []string{"team-a"}}}, nil},
+		{"pod selector", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: &kalpcv1alpha1.LabelSelector{}}}, ErrUnavailable},
+		{"namespace selector", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &kalpcv1alpha1.LabelSelector{}}}, ErrUnavailable},
+		{"another rule allows", []kalpcv1alpha1.ClientRule{{NamespaceSelector: &kalpcv1alpha1.LabelSelector{}}, {Namespaces: []string{"team-a"}}}, nil},
 		{"no rule could allow", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-b"}}}, ErrDenied},
 	} {
 		t.Run(c.name, func(t *testing.T) {

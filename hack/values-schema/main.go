@@ -1,0 +1,522 @@
+// Command values-schema generates a Helm chart's values.schema.json and the
+// values table of its README from one source, the chart's values.yaml, so
+// that a value is described once, next to its default.
+//
+// In values.yaml, the comment block right above a key says what the key is:
+//
+//	# -- Number of operator replicas. (the description; helm-docs style)
+//	# @schema {type: integer, minimum: 1}
+//	replicaCount: 2
+//
+// The lines of such a block:
+//
+//   - "# -- " starts the key's description, which runs to the end of the
+//     block (or to an @schema line); "# --flag" is a line of it.
+//   - "# @schema" followed by YAML on the same line, or by YAML on the next
+//     comment lines up to a closing "# @schema" line, is a JSON schema
+//     fragment merged over what is inferred for the key; its keys win.
+//     `$ref: name` anywhere in a fragment stands for the schema named name
+//     in the root fragment's $defs, merged under the fragment's other keys.
+//   - "# @schema.root" (same two forms, anywhere in the file) is the root
+//     schema: $schema, title, extra top-level properties, and $defs, which
+//     are expanded where referenced and not written out.
+//
+// A key whose value is a (non-empty) block of keys and that has no "# --"
+// comment is a section: its schema is an object whose properties are its keys and which
+// allows no other key (additionalProperties: false). Any other key is one
+// value, documented by its own comment: its type is inferred from its
+// default (string, integer, number, boolean, object, array) unless its
+// fragment says otherwise, and a default block of keys (resources, a node
+// selector) is an example, not a list of the only keys allowed. Every value
+// must have a description.
+//
+// The README table, written between the lines
+//
+//	<!-- BEGIN GENERATED: values -->
+//	<!-- END GENERATED: values -->
+//
+// lists every value with its type, default and description. hack/generate.sh
+// runs this command, so `make verify` fails when the schema or the README
+// drifts from values.yaml.
+//
+// This is a build tool, not part of kalpc's product binaries.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Marker lines around the generated part of the README.
+const (
+	BeginMarker = "<!-- BEGIN GENERATED: values -->"
+	EndMarker   = "<!-- END GENERATED: values -->"
+)
+
+func main() {
+	valuesPath := flag.String("values", "", "values.yaml to read (required).")
+	schemaPath := flag.String("schema", "", "values.schema.json to write (required).")
+	readmePath := flag.String("readme", "", "README.md whose values table to update between the markers (required).")
+	flag.Parse()
+	if *valuesPath == "" || *schemaPath == "" || *readmePath == "" || flag.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: values-schema -values values.yaml -schema values.schema.json -readme README.md")
+		os.Exit(2)
+	}
+	if err := run(*valuesPath, *schemaPath, *readmePath); err != nil {
+		fmt.Fprintln(os.Stderr, "values-schema:", err)
+		os.Exit(1)
+	}
+}
+
+func run(valuesPath, schemaPath, readmePath string) error {
+	src, err := os.ReadFile(valuesPath)
+	if err != nil {
+		return err
+	}
+	g, err := Generate(src)
+	if err != nil {
+		return fmt.Errorf("%s: %w", valuesPath, err)
+	}
+	if err := writeIfChanged(schemaPath, g.Schema); err != nil {
+		return err
+	}
+	readme, err := os.ReadFile(readmePath)
+	if err != nil {
+		return err
+	}
+	out, err := Splice(readme, g.Table)
+	if err != nil {
+		return fmt.Errorf("%s: %w", readmePath, err)
+	}
+	return writeIfChanged(readmePath, out)
+}
+
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+// Generated is what Generate makes of a values file.
+type Generated struct {
+	// Schema is the JSON schema, indented, with a final newline.
+	Schema []byte
+	// Table is the markdown table of the values.
+	Table string
+}
+
+// Generate reads a values file with its comments and returns its schema
+// and values table.
+func Generate(src []byte) (*Generated, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("the values must be a mapping")
+	}
+	g := &generator{lines: strings.Split(string(src), "\n")}
+	root, err := g.rootFragment()
+	if err != nil {
+		return nil, err
+	}
+	schema, err := g.section(doc.Content[0], "", root)
+	if err != nil {
+		return nil, err
+	}
+	if len(g.errs) > 0 {
+		return nil, errors.Join(g.errs...)
+	}
+	compact, err := marshal(ordered(schema))
+	if err != nil {
+		return nil, err
+	}
+	var data bytes.Buffer
+	if err := json.Indent(&data, compact, "", "  "); err != nil {
+		return nil, err
+	}
+	var t strings.Builder
+	t.WriteString("<!-- Generated by hack/values-schema from values.yaml; edit the comments there and run hack/generate.sh. -->\n\n")
+	t.WriteString("| key | type | default | description |\n| --- | --- | --- | --- |\n")
+	for _, r := range g.rows {
+		fmt.Fprintf(&t, "| `%s` | %s | %s | %s |\n", r.key, cell(r.typ), cell(r.def), cell(r.description))
+	}
+	data.WriteByte('\n')
+	return &Generated{Schema: data.Bytes(), Table: t.String()}, nil
+}
+
+type generator struct {
+	lines []string
+	defs  *omap
+	rows  []row
+	errs  []error
+}
+
+// row is one value of the README table.
+type row struct {
+	key, typ, def, description string
+}
+
+// comment is what the comment block above a key says.
+type comment struct {
+	documented  bool
+	description string
+	fragment    *omap
+}
+
+// rootFragment finds the @schema.root fragment and takes its $defs out.
+func (g *generator) rootFragment() (*omap, error) {
+	var root *omap
+	for i := 0; i < len(g.lines); i++ {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(g.lines[i]), "# @schema.root")
+		if !ok {
+			continue
+		}
+		if root != nil {
+			return nil, fmt.Errorf("line %d: a second @schema.root", i+1)
+		}
+		frag, end, err := g.fragment(i, rest, "# @schema.root")
+		if err != nil {
+			return nil, err
+		}
+		root, i = frag, end
+	}
+	if root == nil {
+		root = &omap{}
+	}
+	if d, ok := root.get("$defs"); ok {
+		defs, ok := d.(*omap)
+		if !ok {
+			return nil, errors.New("@schema.root: $defs must be a mapping")
+		}
+		g.defs = defs
+		root.del("$defs")
+	}
+	expanded, err := g.expand(root, nil)
+	if err != nil {
+		return nil, fmt.Errorf("@schema.root: %w", err)
+	}
+	return expanded.(*omap), nil
+}
+
+// fragment parses the fragment of the marker on line i (0-based), whose
+// text after the marker is rest: YAML on the same line, or the comment
+// lines up to the closing marker. It returns the index of its last line.
+func (g *generator) fragment(i int, rest, marker string) (*omap, int, error) {
+	text, end := strings.TrimSpace(rest), i
+	if text == "" {
+		var body []string
+		for end = i + 1; ; end++ {
+			if end >= len(g.lines) || !strings.HasPrefix(strings.TrimSpace(g.lines[end]), "#") {
+				return nil, 0, fmt.Errorf("line %d: %s block without its closing %q line", i+1, marker, marker)
+			}
+			l := strings.TrimSpace(g.lines[end])
+			if l == marker {
+				break
+			}
+			l = strings.TrimPrefix(l, "#")
+			body = append(body, strings.TrimPrefix(l, " "))
+		}
+		text = strings.Join(body, "\n")
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &n); err != nil {
+		return nil, 0, fmt.Errorf("line %d: %s: %w", i+1, marker, err)
+	}
+	v, err := fromNode(&n)
+	if err != nil {
+		return nil, 0, fmt.Errorf("line %d: %s: %w", i+1, marker, err)
+	}
+	m, ok := v.(*omap)
+	if !ok {
+		return nil, 0, fmt.Errorf("line %d: %s must be a mapping", i+1, marker)
+	}
+	return m, end, nil
+}
+
+// commentAbove reads the comment block right above the key on line (1-based).
+func (g *generator) commentAbove(line int) (comment, error) {
+	start := line - 1
+	for start > 0 && strings.HasPrefix(strings.TrimSpace(g.lines[start-1]), "#") {
+		start--
+	}
+	var c comment
+	var desc []string
+	inDesc := false
+	for i := start; i < line-1; i++ {
+		l := strings.TrimSpace(g.lines[i])
+		switch {
+		case strings.HasPrefix(l, "# @schema.root"):
+			inDesc = false
+		case strings.HasPrefix(l, "# @schema"):
+			frag, end, err := g.fragment(i, strings.TrimPrefix(l, "# @schema"), "# @schema")
+			if err != nil {
+				return c, err
+			}
+			if c.fragment != nil {
+				return c, fmt.Errorf("line %d: a second @schema for one key", i+1)
+			}
+			expanded, err := g.expand(frag, nil)
+			if err != nil {
+				return c, fmt.Errorf("line %d: %w", i+1, err)
+			}
+			c.fragment = expanded.(*omap)
+			i, inDesc = end, false
+		case l == "# --" || strings.HasPrefix(l, "# -- "):
+			c.documented, inDesc = true, true
+			desc = append(desc, strings.TrimSpace(strings.TrimPrefix(l, "# --")))
+		case inDesc:
+			desc = append(desc, strings.TrimSpace(strings.TrimPrefix(l, "#")))
+		}
+	}
+	c.description = strings.Join(strings.Fields(strings.Join(desc, " ")), " ")
+	return c, nil
+}
+
+// section returns the schema of a block of keys at path, over the fragment
+// given for it (from its parent's or its own annotation).
+func (g *generator) section(n *yaml.Node, path string, given *omap) (*omap, error) {
+	out := given.clone()
+	if _, ok := out.get("type"); !ok {
+		out.set("type", "object")
+	}
+	props := &omap{}
+	if p, ok := out.get("properties"); ok {
+		props = p.(*omap)
+	}
+	inValues := &omap{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := join(path, k.Value)
+		c, err := g.commentAbove(k.Line)
+		if err != nil {
+			return nil, err
+		}
+		childGiven := &omap{}
+		if p, ok := props.get(k.Value); ok {
+			if pm, ok := p.(*omap); ok {
+				childGiven = pm.clone()
+			}
+		}
+		if c.fragment != nil {
+			childGiven = merge(childGiven, c.fragment)
+		}
+		var child *omap
+		if v.Kind == yaml.MappingNode && len(v.Content) > 0 && !c.documented && !freeForm(childGiven) {
+			child, err = g.section(v, key, childGiven)
+		} else {
+			child, err = g.value(v, key, childGiven, c)
+		}
+		if err != nil {
+			return nil, err
+		}
+		inValues.set(k.Value, child)
+	}
+	// Keys in values.yaml come first, in its order; keys only the
+	// fragment names (optional settings without a default) follow.
+	for _, k := range props.keys {
+		if _, ok := inValues.get(k); !ok {
+			inValues.set(k, props.m[k])
+		}
+	}
+	out.set("properties", inValues)
+	if _, ok := out.get("additionalProperties"); !ok {
+		out.set("additionalProperties", false)
+	}
+	return out, nil
+}
+
+// freeForm reports whether a schema leaves an object's keys open or is not
+// an object's: then a block of keys in values.yaml is an example.
+func freeForm(s *omap) bool {
+	if ap, ok := s.get("additionalProperties"); ok && ap != false {
+		return true
+	}
+	for _, k := range []string{"anyOf", "oneOf"} {
+		if _, ok := s.get(k); ok {
+			return true
+		}
+	}
+	if t, ok := s.get("type"); ok && t != "object" {
+		return true
+	}
+	return false
+}
+
+// value returns the schema of one documented value at path and adds its
+// row to the table.
+func (g *generator) value(n *yaml.Node, path string, given *omap, c comment) (*omap, error) {
+	if !c.documented {
+		g.errs = append(g.errs, fmt.Errorf("line %d: %s has no \"# --\" description", n.Line, path))
+	}
+	out := &omap{}
+	_, hasType := given.get("type")
+	_, hasAnyOf := given.get("anyOf")
+	_, hasOneOf := given.get("oneOf")
+	if !hasType && !hasAnyOf && !hasOneOf {
+		t, err := inferType(n)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %s: %w", n.Line, path, err)
+		}
+		out.set("type", t)
+	}
+	if _, ok := given.get("description"); !ok && c.description != "" {
+		out.set("description", c.description)
+	}
+	out = merge(out, given)
+	def, err := fromNode(n)
+	if err != nil {
+		return nil, err
+	}
+	defJSON, err := marshal(def)
+	if err != nil {
+		return nil, err
+	}
+	g.rows = append(g.rows, row{key: path, typ: typeText(out), def: "`" + string(defJSON) + "`", description: c.description})
+	return out, nil
+}
+
+// inferType returns the JSON schema type of a default value.
+func inferType(n *yaml.Node) (string, error) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "object", nil
+	case yaml.SequenceNode:
+		return "array", nil
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!str":
+			return "string", nil
+		case "!!int":
+			return "integer", nil
+		case "!!float":
+			return "number", nil
+		case "!!bool":
+			return "boolean", nil
+		}
+		return "", fmt.Errorf("cannot infer a type for %s %q; give one in an @schema fragment", n.ShortTag(), n.Value)
+	}
+	return "", fmt.Errorf("cannot infer a type; give one in an @schema fragment")
+}
+
+// typeText names the type of a value's schema for the table.
+func typeText(s *omap) string {
+	if t, ok := s.get("type"); ok {
+		if ts, ok := t.(string); ok {
+			return ts
+		}
+	}
+	for _, k := range []string{"anyOf", "oneOf"} {
+		alts, ok := s.get(k)
+		if !ok {
+			continue
+		}
+		var names []string
+		if list, ok := alts.([]any); ok {
+			for _, a := range list {
+				if am, ok := a.(*omap); ok {
+					if t := typeText(am); t != "" && !slices.Contains(names, t) {
+						names = append(names, t)
+					}
+				}
+			}
+		}
+		return strings.Join(names, " or ")
+	}
+	return ""
+}
+
+// expand replaces every {$ref: name, ...} in v by the definition name
+// merged under the other keys. seen guards against cycles.
+func (g *generator) expand(v any, seen []string) (any, error) {
+	switch v := v.(type) {
+	case *omap:
+		out := &omap{}
+		if r, ok := v.get("$ref"); ok {
+			name, _ := r.(string)
+			name = strings.TrimPrefix(name, "#/$defs/")
+			if slices.Contains(seen, name) {
+				return nil, fmt.Errorf("$ref %q refers to itself", name)
+			}
+			def, found := g.defs.get(name)
+			if !found {
+				return nil, fmt.Errorf("$ref %q: no such definition in @schema.root $defs", name)
+			}
+			d, err := g.expand(def, append(seen, name))
+			if err != nil {
+				return nil, err
+			}
+			base, ok := d.(*omap)
+			if !ok {
+				return nil, fmt.Errorf("$defs %q must be a mapping", name)
+			}
+			out = base.clone()
+		}
+		rest := &omap{}
+		for _, k := range v.keys {
+			if k == "$ref" {
+				continue
+			}
+			e, err := g.expand(v.m[k], seen)
+			if err != nil {
+				return nil, err
+			}
+			rest.set(k, e)
+		}
+		return merge(out, rest), nil
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			x, err := g.expand(e, seen)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = x
+		}
+		return out, nil
+	}
+	return v, nil
+}
+
+// Splice replaces what lies between the marker lines of doc with generated.
+func Splice(doc []byte, generated string) ([]byte, error) {
+	s := string(doc)
+	if strings.Count(s, BeginMarker) != 1 || strings.Count(s, EndMarker) != 1 {
+		return nil, fmt.Errorf("the document must contain the lines %q and %q once each", BeginMarker, EndMarker)
+	}
+	begin := strings.Index(s, BeginMarker) + len(BeginMarker)
+	end := strings.Index(s, EndMarker)
+	if end < begin {
+		return nil, fmt.Errorf("%q comes after %q", BeginMarker, EndMarker)
+	}
+	return []byte(s[:begin] + "\n" + strings.TrimSpace(generated) + "\n" + s[end:]), nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// cell escapes a table cell: pipes end a cell, and a markdown renderer
+// takes "<fullname>" for an HTML tag (code spans keep theirs).
+func cell(s string) string {
+	if s == "" {
+		return "–"
+	}
+	s = strings.ReplaceAll(s, "|", `\|`)
+	if !strings.HasPrefix(s, "`") {
+		s = strings.NewReplacer("<", "&lt;", ">", "&gt;").Replace(s)
+	}
+	return s
+}
