@@ -64,6 +64,9 @@ func (r *Request) Conn() *Conn { return r.conn }
 // meanwhile, the copy may mix bytes from before and after that write (it is
 // not an atomic snapshot), but it never changes afterwards, so validate the
 // copy and then use it.
+// A handler that took the View and released it has given a shared-memory
+// payload back to the peer: Payload then panics, as View.Bytes does after
+// Release (call Payload before releasing the View if it needs both).
 func (r *Request) Payload() []byte {
 	switch {
 	case r.payload != nil:
