@@ -278,6 +278,11 @@ func (p *podApp) publishLoop(ctx context.Context, name string, within time.Durat
 				_ = req.Reject("rejected by the server application")
 				continue
 			}
+			if string(req.Message) == "reject-long" {
+				// Longer than the sidecars relay, cut inside a two-byte rune.
+				_ = req.Reject(longReason)
+				continue
+			}
 			c, err := req.Accept([]byte("welcome " + string(req.Message)))
 			if err != nil {
 				continue
@@ -296,6 +301,10 @@ func (p *podApp) publishLoop(ctx context.Context, name string, within time.Durat
 		}
 	}
 }
+
+// longReason is a rejection reason longer than the control protocol's
+// error message limit (4 KiB), with a two-byte rune across the limit.
+var longReason = strings.Repeat("a", 4<<10-1) + strings.Repeat("é", 100)
 
 func (p *podApp) conn(arg string) (*alpc.Conn, error) {
 	i, err := strconv.Atoi(arg)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
@@ -94,6 +95,14 @@ func TestBrokeredConnection(t *testing.T) {
 		last := after[len(after)-1]
 		if last["pod"] != "client" || last["uid"] != client.uid || last["serviceAccount"] != "client" || last["namespace"] != c.ns {
 			t.Fatalf("server saw client identity %v, want pod client/%s", last, client.uid)
+		}
+		// A reason over the relay's limit, cut inside a rune, still
+		// arrives: cut to whole runes within the limit (cleaning the cut
+		// rune after cutting used to push it over, and the refusal was
+		// never written).
+		msg, _ := client.fails("rejected", "connect %s/echo reject-long", c.ns)["error"].(string)
+		if !utf8.ValidString(msg) || !strings.Contains(msg, strings.Repeat("a", 4000)) {
+			t.Errorf("long rejection reason arrived as %d bytes: %.80q…", len(msg), msg)
 		}
 	})
 

@@ -70,8 +70,5 @@ func (s *Sidecar) serveApp(c *net.UnixConn) {
 // replyError answers an application's first message with an error. Errors
 // for later messages travel on their own request ids.
 func (s *Sidecar) replyError(c *net.UnixConn, code ctl.Code, reason string) {
-	if len(reason) > ctl.MaxErrorMessage {
-		reason = reason[:ctl.MaxErrorMessage]
-	}
-	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: peertext.Clean(reason)}, nil)
+	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: peertext.Truncate(reason, ctl.MaxErrorMessage)}, nil)
 }

@@ -229,11 +229,7 @@ func (p *publication) servePeer(c *net.UnixConn) {
 		if code != ctl.CodeRejected {
 			s.log.Info("connection refused", "port", p.key, "client", client.String(), "code", code.String(), "error", err)
 		}
-		reason := reasonOf(err)
-		if len(reason) > ctl.MaxErrorMessage {
-			reason = reason[:ctl.MaxErrorMessage]
-		}
-		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: peertext.Clean(reason)}, nil)
+		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: peertext.Truncate(reasonOf(err), ctl.MaxErrorMessage)}, nil)
 		// A token that failed verification may name someone else's
 		// ServiceAccount (a replayed token): only a verified one counts.
 		sa := metrics.Unverified
