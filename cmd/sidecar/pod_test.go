@@ -35,6 +35,8 @@ const (
 	envAPISocket  = "KALPC_TEST_API_SOCKET"
 	envAPIPort    = "KALPC_TEST_API_PORT"
 	envNodeDir    = "KALPC_TEST_NODE_DIR"
+	// envSidecarArgs holds more sidecar flags, one per line.
+	envSidecarArgs = "KALPC_TEST_SIDECAR_ARGS"
 )
 
 type podApp struct {
@@ -166,14 +168,19 @@ func (p *podApp) startSidecar() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(os.Getenv(envSidecarBin),
-		"--pod-socket="+p.dir+"/kalpc.sock",
-		"--node-dir="+os.Getenv(envNodeDir),
-		"--token-file="+p.dir+"/token",
+	args := []string{
+		"--pod-socket=" + p.dir + "/kalpc.sock",
+		"--node-dir=" + os.Getenv(envNodeDir),
+		"--token-file=" + p.dir + "/token",
 		"--health-addr=127.0.0.1:15980",
 		"--metrics-addr=127.0.0.1:15981",
 		"--log-level=debug",
-		"--kubeconfig="+p.dir+"/kubeconfig")
+		"--kubeconfig=" + p.dir + "/kubeconfig",
+	}
+	if extra := os.Getenv(envSidecarArgs); extra != "" {
+		args = append(args, strings.Split(extra, "\n")...)
+	}
+	cmd := exec.Command(os.Getenv(envSidecarBin), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
