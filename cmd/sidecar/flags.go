@@ -30,6 +30,7 @@ type config struct {
 	metricsAuth bool
 	logLevel    slog.Level
 	kubeconfig  string
+	cpuProfile  string
 
 	endpointAnswerTimeout time.Duration
 	maxAppConnections     int
@@ -51,6 +52,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.BoolVar(&c.metricsAuth, "metrics-auth", false,
 		"Serve /metrics only to callers whose bearer token the API server authenticates (TokenReview) and allows get on the non-resource URL /metrics (SubjectAccessReview). /debug/connections always requires get on pods/proxy of this pod.")
 	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "Write a CPU profile (pprof) of the whole run to this file when the sidecar stops; for benchmarks, off by default.")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
 	fs.DurationVar(&c.endpointAnswerTimeout, "endpoint-answer-timeout", sidecar.DefaultEndpointAnswerTimeout,
 		"How long a connect waits for a server sidecar's first answer on each endpoint before skipping it (a live sidecar answers at once, with no API call; the server application's decision after it has the handshake timeout).")
