@@ -125,7 +125,7 @@ install-plugin: ## go install the kubectl plugin into $$GOBIN (or $$GOPATH/bin),
 .PHONY: test-plugin
 test-plugin: envtest ## Run the kubectl plugin tests: ports/describe against envtest, connections against real sidecars (root).
 	$(ENVTEST_GO_TEST) -timeout 5m ./internal/plugin/...
-	$(ENVTEST_GO_TEST) -timeout 5m -run 'TestConnectionsEndpoint|TestKubectlConnections' ./cmd/sidecar/
+	$(ENVTEST_GO_TEST) -timeout 5m -run 'TestConnectionsEndpoint|TestKubectlConnections|TestDebugEndpointAuth' ./cmd/sidecar/
 
 .PHONY: envtest
 envtest: ## Build (once) kube-apiserver and etcd for envtest into bin/envtest.

@@ -20,8 +20,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestPrepareWithOnlyCapChown runs the command as root with CHOWN as its only
-// capability, as the DaemonSet does, on the directories the kubelet or a
+// TestPrepareWithOnlyCapChown runs the command as UID 0, GID 65534, with
+// CHOWN as its only capability, as the DaemonSet does, on the directories the kubelet or a
 // drift leave behind.
 func TestPrepareWithOnlyCapChown(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -53,7 +53,9 @@ func TestPrepareWithOnlyCapChown(t *testing.T) {
 			if err := os.Chown(dir, tc.uid, tc.gid); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(setpriv, "--bounding-set=-all,+chown", "--inh-caps=-all", "--",
+			// GID 65534 and no supplementary groups, as the chart's
+			// nodePrep.runAsGroup: chown and chmod need no group.
+			cmd := exec.Command(setpriv, "--regid=65534", "--clear-groups", "--bounding-set=-all,+chown", "--inh-caps=-all", "--",
 				os.Args[0], "-dir", dir, "-uid", "65532", "-mode", "0700", "-once")
 			cmd.Env = append(os.Environ(), "KALPC_NODEPREP_RUN=1")
 			out, err := cmd.CombinedOutput()

@@ -18,16 +18,38 @@ import (
 )
 
 // httpClient reaches the pod's sidecar metrics server through the pod's
-// metrics.sock (see exposeMetrics).
+// metrics.sock (see exposeMetrics), presenting readerToken, which may read
+// /debug/connections.
 func (p *pod) httpClient() *http.Client {
+	return p.httpClientWith(readerToken)
+}
+
+// httpClientWith is httpClient presenting token ("" for none) in the
+// Authorization header.
+func (p *pod) httpClientWith(token string) *http.Client {
 	sock := filepath.Join(p.dir, "metrics.sock")
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	var rt http.RoundTripper = &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
-	}}
+	}
+	if token != "" {
+		rt = bearer{token: token, rt: rt}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: rt}
+}
+
+type bearer struct {
+	token string
+	rt    http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.rt.RoundTrip(r)
 }
 
 // connections reads the pod sidecar's connection list over HTTP.

@@ -27,8 +27,10 @@ type config struct {
 	tokenFile   string
 	healthAddr  string
 	metricsAddr string
+	metricsAuth bool
 	logLevel    slog.Level
 	kubeconfig  string
+	cpuProfile  string
 
 	endpointAnswerTimeout time.Duration
 	maxAppConnections     int
@@ -47,7 +49,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.tokenFile, "token-file", "/var/run/secrets/kalpc.io/serviceaccount/token", "Projected ServiceAccount token (audience kalpc.io) presented to peer sidecars; re-read on every use.")
 	fs.StringVar(&c.healthAddr, "health-addr", ":15980", "Address of /healthz and /readyz; 0 disables.")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint and of /debug/connections; 0 disables both.")
+	fs.BoolVar(&c.metricsAuth, "metrics-auth", false,
+		"Serve /metrics only to callers whose bearer token the API server authenticates (TokenReview) and allows get on the non-resource URL /metrics (SubjectAccessReview). /debug/connections always requires get on pods/proxy of this pod.")
 	level := fs.String("log-level", "info", "Log level: debug, info, warn or error.")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "Write a CPU profile (pprof) of the whole run to this file when the sidecar stops; for benchmarks, off by default.")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "Kubeconfig for the API server; empty means in-cluster (or $KUBECONFIG).")
 	fs.DurationVar(&c.endpointAnswerTimeout, "endpoint-answer-timeout", sidecar.DefaultEndpointAnswerTimeout,
 		"How long a connect waits for a server sidecar's first answer on each endpoint before skipping it (a live sidecar answers at once, with no API call; the server application's decision after it has the handshake timeout).")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -29,6 +31,7 @@ import (
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/sidecar"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
+	"github.com/kalpc/kalpc/internal/sidecar/httpauth"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 )
 
@@ -56,6 +59,18 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	restCfg, err := restConfig(cfg.kubeconfig)
 	if err != nil {
@@ -89,6 +104,10 @@ func run(args []string) error {
 	authn, err := authnclient.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("failed to create the TokenReview client: %w", err)
+	}
+	authz, err := authzclient.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("failed to create the SubjectAccessReview client: %w", err)
 	}
 	m := metrics.New()
 	s, err := sidecar.New(sidecar.Options{
@@ -133,9 +152,21 @@ func run(args []string) error {
 		servers = append(servers, &http.Server{Addr: cfg.healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 	}
 	if cfg.metricsAddr != "0" {
+		// The connection list names client pods of other namespaces: only
+		// callers the API server lets reach this pod's ports (get
+		// pods/proxy of this pod) may read it. See docs/security.md.
+		guard, err := httpauth.New(httpauth.Guard{TokenReviews: authn.TokenReviews(), AccessReviews: authz.SubjectAccessReviews(), Log: log})
+		if err != nil {
+			return err
+		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		mux.Handle(connections.Path, s.ConnectionsHandler())
+		metricsHandler := m.Handler()
+		if cfg.metricsAuth {
+			metricsHandler = guard.Protect(func(*http.Request) httpauth.Attributes { return httpauth.NonResourceURL("/metrics") }, metricsHandler)
+		}
+		mux.Handle("/metrics", metricsHandler)
+		debugAttrs := httpauth.PodProxy(cfg.podNamespace, cfg.podName)
+		mux.Handle(connections.Path, guard.Protect(func(*http.Request) httpauth.Attributes { return debugAttrs }, s.ConnectionsHandler()))
 		servers = append(servers, &http.Server{Addr: cfg.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 	}
 	for _, srv := range servers {

@@ -24,6 +24,7 @@ import (
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -44,6 +45,11 @@ var (
 	sidecarBin string
 	apiSocket  string
 	apiPort    string
+	// readerToken is an API token of a ServiceAccount allowed get on
+	// pods/proxy in every namespace: it may read /debug/connections.
+	readerToken string
+	// nobodyToken is an API token of a ServiceAccount allowed nothing.
+	nobodyToken string
 )
 
 func TestMain(m *testing.M) {
@@ -115,7 +121,44 @@ func setup(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "failed to create the node:", err)
 		return 1
 	}
+	if readerToken, nobodyToken, err = httpCallerTokens(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "failed to create the HTTP callers' tokens:", err)
+		return 1
+	}
 	return m.Run()
+}
+
+// httpCallerTokens creates the ServiceAccounts "inspector" (bound to a
+// ClusterRole allowing get on pods/proxy) and "nobody" in default and
+// returns an hour-long API token of each.
+func httpCallerTokens(ctx context.Context) (reader, nobody string, err error) {
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "test-pod-proxy-reader"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods/proxy"}, Verbs: []string{"get"}}}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "test-pod-proxy-reader"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: "inspector"}}}
+	for _, o := range []client.Object{role, binding,
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "inspector", Namespace: "default"}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody", Namespace: "default"}},
+	} {
+		if err := k8s.Create(ctx, o); err != nil {
+			return "", "", err
+		}
+	}
+	tok := func(sa string) (string, error) {
+		exp := int64(3600)
+		tr, err := clientset.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa,
+			&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+		if err != nil {
+			return "", err
+		}
+		return tr.Status.Token, nil
+	}
+	if reader, err = tok("inspector"); err != nil {
+		return "", "", err
+	}
+	nobody, err = tok("nobody")
+	return reader, nobody, err
 }
 
 // apiLink is the pods' only way to the API server; a test can cut it.
@@ -180,6 +223,10 @@ type cluster struct {
 	ns      string
 	nodeDir string
 	pods    []*pod // started by newPod
+	// sidecarArgs are more flags for the sidecars newPod starts.
+	sidecarArgs []string
+	// editPod, when set, changes each Pod object before createPod creates it.
+	editPod func(*corev1.Pod)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -243,6 +290,9 @@ func (c *cluster) createPod(name, sa string, labels map[string]string) *corev1.P
 			Containers:                   []corev1.Container{{Name: "app", Image: "example/app"}},
 		},
 	}
+	if c.editPod != nil {
+		c.editPod(po)
+	}
 	if err := k8s.Create(ctx, po); err != nil {
 		t.Fatalf("failed to create pod %s: %v", name, err)
 	}
@@ -270,7 +320,8 @@ func (c *cluster) newPod(name, sa string, labels map[string]string) *pod {
 		envAPIPort+"="+apiPort, envNodeDir+"="+c.nodeDir,
 		"KALPC_SOCKET="+filepath.Join(dir, "kalpc.sock"),
 		"KALPC_POD_NAME="+name, "KALPC_POD_NAMESPACE="+c.ns, "KALPC_POD_UID="+p.uid,
-		"KALPC_NODE_NAME="+nodeName, "KALPC_SERVICE_ACCOUNT="+sa)
+		"KALPC_NODE_NAME="+nodeName, "KALPC_SERVICE_ACCOUNT="+sa,
+		envSidecarArgs+"="+strings.Join(c.sidecarArgs, "\n"))
 	// Each pod in its own network namespace: no network path between pods.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr

@@ -15,9 +15,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +37,8 @@ const (
 	envAPISocket  = "KALPC_TEST_API_SOCKET"
 	envAPIPort    = "KALPC_TEST_API_PORT"
 	envNodeDir    = "KALPC_TEST_NODE_DIR"
+	// envSidecarArgs holds more sidecar flags, one per line.
+	envSidecarArgs = "KALPC_TEST_SIDECAR_ARGS"
 )
 
 type podApp struct {
@@ -166,14 +170,21 @@ func (p *podApp) startSidecar() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(os.Getenv(envSidecarBin),
-		"--pod-socket="+p.dir+"/kalpc.sock",
-		"--node-dir="+os.Getenv(envNodeDir),
-		"--token-file="+p.dir+"/token",
+	args := []string{
+		"--pod-socket=" + p.dir + "/kalpc.sock",
+		"--node-dir=" + os.Getenv(envNodeDir),
+		"--token-file=" + p.dir + "/token",
 		"--health-addr=127.0.0.1:15980",
 		"--metrics-addr=127.0.0.1:15981",
 		"--log-level=debug",
-		"--kubeconfig="+p.dir+"/kubeconfig")
+		"--kubeconfig=" + p.dir + "/kubeconfig",
+	}
+	if extra := os.Getenv(envSidecarArgs); extra != "" {
+		for _, a := range strings.Split(extra, "\n") {
+			args = append(args, strings.ReplaceAll(a, "{dir}", p.dir))
+		}
+	}
+	cmd := exec.Command(os.Getenv(envSidecarBin), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -475,9 +486,65 @@ func (p *podApp) do(args []string) map[string]any {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return map[string]any{"ok": true, "metrics": string(b)}
+	case "connect-bench":
+		// connect-bench <port> <n> <in flight>: n connects (each followed
+		// by one small call and a close), that many at a time.
+		n, err := strconv.Atoi(args[2])
+		if err != nil {
+			return errResult(err)
+		}
+		inFlight, err := strconv.Atoi(args[3])
+		if err != nil {
+			return errResult(err)
+		}
+		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		return connectBench(bctx, args[1], n, inFlight)
 	case "netdevs":
 		ifs, _ := net.Interfaces()
 		return map[string]any{"ok": true, "count": len(ifs)}
 	}
 	return map[string]any{"ok": false, "error": "unknown command " + args[0]}
+}
+
+// connectBench times n alpc.Connect calls alone (each then makes one small
+// call and closes), inFlight at a time, and reports the latencies and the
+// rate over the whole run.
+func connectBench(ctx context.Context, port string, n, inFlight int) map[string]any {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	errs := make(chan error, inFlight)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range inFlight {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				c, err := alpc.Connect(ctx, port, nil, &alpc.Config{Handler: clientHandler})
+				lat[i] = time.Since(t0)
+				if err == nil {
+					_, err = c.Call(ctx, []byte("x"))
+					_ = c.Close()
+				}
+				if err != nil {
+					errs <- fmt.Errorf("connect %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return errResult(err)
+	}
+	slices.Sort(lat)
+	pct := func(q float64) float64 { return lat[min(n-1, int(q*float64(n)))].Seconds() * 1000 }
+	return map[string]any{"ok": true, "p50ms": pct(0.50), "p99ms": pct(0.99), "maxms": lat[n-1].Seconds() * 1000,
+		"perSecond": float64(n) / wall.Seconds()}
 }

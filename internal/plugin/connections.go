@@ -43,6 +43,13 @@ func (c *command) connectionsCommand() *cobra.Command {
 in the cluster), read from the sidecar of every server pod in the ports'
 status.endpoints through the API server's pods/proxy subresource.
 
+A sidecar lists its connections only to a bearer token that the API server
+authenticates and allows get on pods/proxy of the sidecar's pod. The
+command forwards the kubeconfig's own bearer token (a token, token file or
+exec plugin), or the one in --sidecar-token-file: a kubeconfig that
+authenticates with a client certificate needs --sidecar-token-file. The
+token reaches every sidecar asked; see docs/kubectl-plugin.md.
+
 A server sidecar lists a connection from the moment it handed the channel over
 until the server application reports the channel closed (the kalpc library
 does so as soon as either application closes it or dies) or stops publishing
@@ -118,6 +125,8 @@ listed and the command succeeds. It fails only when no sidecar could be read.`,
 	}
 	c.addOutputFlag(cmd)
 	c.addAllNamespacesFlag(cmd)
+	cmd.Flags().StringVar(&c.sidecarToken, "sidecar-token-file", "",
+		"File holding the bearer token to present to the sidecars (e.g. from kubectl create token). Defaults to the kubeconfig's own bearer token; needed when the kubeconfig authenticates with a client certificate.")
 	return cmd
 }
 

@@ -19,6 +19,11 @@
 // default, [ProxyFetcher], goes through the API server's pods/proxy
 // subresource to the sidecar container's metrics port, so the user needs get
 // on pods and pods/proxy in the ports' namespaces and no network path to the
-// pods. Tests use other Fetchers, because envtest has no kubelet and no pod
-// network for pods/proxy to reach.
+// pods. The sidecar itself checks the same right for the bearer token it is
+// given (package httpauth of the sidecar); because the API server removes
+// Authorization before proxying, [WithSidecarToken] forwards the token in
+// the Kalpc-Authorization header: the kubeconfig's own bearer token, or the
+// one in --sidecar-token-file. cmd/sidecar's tests go through a real API
+// server's pods/proxy to real sidecars (the pod IP being an address of the
+// test host); other tests use other Fetchers.
 package plugin

@@ -47,6 +47,7 @@ type command struct {
 	flags         *genericclioptions.ConfigFlags
 	output        string
 	allNamespaces bool
+	sidecarToken  string
 }
 
 // NewCommand returns the root command of kubectl kalpc.
@@ -134,7 +135,7 @@ func (c *command) fetcher() (Fetcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the kubeconfig: %w", err)
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := kubernetes.NewForConfig(WithSidecarToken(cfg, c.sidecarToken))
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the API client: %w", err)
 	}

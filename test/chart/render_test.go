@@ -589,10 +589,10 @@ func TestNodePrep(t *testing.T) {
 	}
 	c := pod.Containers[0]
 	sc := c.SecurityContext
-	if ptr.Deref(sc.RunAsUser, -1) != 0 || ptr.Deref(sc.Privileged, true) || ptr.Deref(sc.AllowPrivilegeEscalation, true) ||
+	if ptr.Deref(sc.RunAsUser, -1) != 0 || ptr.Deref(sc.RunAsGroup, 0) != 65534 || ptr.Deref(sc.Privileged, true) || ptr.Deref(sc.AllowPrivilegeEscalation, true) ||
 		!ptr.Deref(sc.ReadOnlyRootFilesystem, false) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
 		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"CHOWN"}) {
-		t.Errorf("nodeprep security context %+v, want root with CHOWN only", sc)
+		t.Errorf("nodeprep security context %+v, want UID 0, GID 65534, with CHOWN only", sc)
 	}
 	if diff := cmp.Diff([]string{"--dir=/var/run/kalpc/node", "--uid=65532", "--mode=0700", "--interval=1m"}, c.Args); diff != "" {
 		t.Errorf("nodeprep args (-want +got):\n%s", diff)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -58,7 +59,28 @@ func TestPlugin(t *testing.T) {
 	}
 
 	// connections: a client holding a connection is listed by the server's
-	// sidecar, reached through pods/proxy.
+	// sidecar, reached through pods/proxy. The sidecar answers only a
+	// bearer token allowed get on pods/proxy of its pod; this cluster's
+	// kubeconfig authenticates with a client certificate, which cannot be
+	// forwarded, so the test passes a ServiceAccount's short-lived token as
+	// docs/security.md recommends.
+	kc(t, "-n", ns, "create", "serviceaccount", "kalpc-e2e-inspector")
+	kc(t, "-n", ns, "create", "role", "kalpc-e2e-inspector", "--verb=get", "--resource=pods,pods/proxy")
+	kc(t, "-n", ns, "create", "rolebinding", "kalpc-e2e-inspector", "--role=kalpc-e2e-inspector", "--serviceaccount="+ns+":kalpc-e2e-inspector")
+	defer func() {
+		_, _ = kcErr("-n", ns, "delete", "rolebinding,role,serviceaccount", "kalpc-e2e-inspector", "--ignore-not-found")
+	}()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(kc(t, "-n", ns, "create", "token", "kalpc-e2e-inspector", "--duration=10m")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plainRun := run
+	run = func(args ...string) (string, error) {
+		if len(args) > 0 && args[0] == "connections" {
+			args = append(args, "--sidecar-token-file", tokenFile)
+		}
+		return plainRun(args...)
+	}
 	clientJob(t, ns, "inspected", "client", "-port", "echo", "-hold")
 	defer func() { _, _ = kcErr("-n", ns, "delete", "job", "inspected", "--ignore-not-found", "--wait=false") }()
 	waitLog(t, ns, "inspected", "holding the connection", 2*time.Minute)

@@ -27,4 +27,8 @@
 // Only metadata is listed: ids, the verified identities of both pods, the
 // port and the time the channel was handed over. No message payload ever
 // passes through a sidecar, and none is listed.
+//
+// The sidecar serves the list only to callers the API server authenticates
+// and allows get on pods/proxy of the sidecar's pod (package httpauth), since
+// it names client pods of other namespaces.
 package connections

@@ -14,6 +14,8 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+
+	"github.com/kalpc/kalpc/internal/ttlcache"
 )
 
 // Audience is the audience of kalpc's projected tokens.
@@ -75,56 +77,42 @@ type Verifier struct {
 	// (when the API server reports the node). Defaults to no check.
 	NodeName string
 	// CacheTTL is how long a successful verdict is reused for the same
-	// token. Defaults to 10s; negative disables the cache.
+	// token, counted from when its review was sent: a token revoked (or
+	// its pod deleted) is still accepted for at most CacheTTL. Defaults to
+	// DefaultCacheTTL; negative disables the cache. Concurrent reviews of
+	// one token are coalesced into one TokenReview either way.
 	CacheTTL time.Duration
 
-	mu    sync.Mutex
-	cache map[[32]byte]cached
+	once  sync.Once
+	cache *ttlcache.Cache[[32]byte, Identity]
 }
 
-type cached struct {
-	id      Identity
-	expires time.Time
-}
+// DefaultCacheTTL is Verifier.CacheTTL's default.
+const DefaultCacheTTL = 10 * time.Second
 
-const maxCache = 4096
+// MaxCachedTokens bounds the verdicts a Verifier keeps.
+const MaxCachedTokens = 4096
 
 // Verify reviews token and returns the identity of the pod it is bound to.
 // The error matches ErrUnauthenticated when the token is refused, and
 // ErrReview when it could not be reviewed.
 func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
-	key := sha256.Sum256([]byte(token))
-	ttl := v.CacheTTL
-	if ttl == 0 {
-		ttl = 10 * time.Second
-	}
-	if ttl > 0 {
-		v.mu.Lock()
-		c, ok := v.cache[key]
-		v.mu.Unlock()
-		if ok && time.Now().Before(c.expires) {
-			return c.id, nil
+	v.once.Do(func() {
+		ttl := v.CacheTTL
+		if ttl == 0 {
+			ttl = DefaultCacheTTL
 		}
-	}
-	tr, err := v.Reviews.Create(ctx, &authnv1.TokenReview{
-		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{Audience}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %w", ErrReview, err)
-	}
-	id, err := v.identity(&tr.Status)
-	if err != nil {
-		return Identity{}, err
-	}
-	if ttl > 0 {
-		v.mu.Lock()
-		if v.cache == nil || len(v.cache) >= maxCache {
-			v.cache = make(map[[32]byte]cached)
+		v.cache = &ttlcache.Cache[[32]byte, Identity]{TTL: ttl, MaxEntries: MaxCachedTokens}
+	})
+	return v.cache.Get(ctx, sha256.Sum256([]byte(token)), func(ctx context.Context) (Identity, error) {
+		tr, err := v.Reviews.Create(ctx, &authnv1.TokenReview{
+			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{Audience}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return Identity{}, fmt.Errorf("%w: %w", ErrReview, err)
 		}
-		v.cache[key] = cached{id: id, expires: time.Now().Add(ttl)}
-		v.mu.Unlock()
-	}
-	return id, nil
+		return v.identity(&tr.Status)
+	})
 }
 
 func (v *Verifier) identity(st *authnv1.TokenReviewStatus) (Identity, error) {

@@ -17,6 +17,7 @@ import (
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/ttlcache"
 )
 
 // Errors of the decisions; each reaches the requesting application as a
@@ -212,46 +213,44 @@ func MessagePolicy(port *kalpcv1alpha1.ConnectionPort) ctl.Policy {
 }
 
 // CachedPods is a PodGetter that keeps pods for TTL, so a burst of
-// connections from one pod costs one GET.
+// connections from one pod costs one GET: concurrent reads of one pod share
+// one request, and a pod read is reused until TTL after its request was
+// sent, so a deleted pod (or changed labels) is believed at most TTL
+// longer. Errors (NotFound included) are not kept.
 type CachedPods struct {
 	// Client reads pods from the API server.
 	Client client.Reader
-	// TTL defaults to 2s.
+	// TTL defaults to DefaultPodTTL; negative disables the cache.
 	TTL time.Duration
 
-	mu   sync.Mutex
-	pods map[types.NamespacedName]cachedPod
+	once sync.Once
+	pods *ttlcache.Cache[types.NamespacedName, *corev1.Pod]
 }
 
-type cachedPod struct {
-	pod     *corev1.Pod
-	expires time.Time
-}
+// DefaultPodTTL is CachedPods.TTL's default.
+const DefaultPodTTL = 2 * time.Second
+
+// MaxCachedPods bounds the pods a CachedPods keeps.
+const MaxCachedPods = 4096
 
 var _ PodGetter = (*CachedPods)(nil)
 
-// Get returns the pod namespace/name.
+// Get returns the pod namespace/name. The pod is shared: callers must not
+// modify it.
 func (c *CachedPods) Get(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	c.once.Do(func() {
+		ttl := c.TTL
+		if ttl == 0 {
+			ttl = DefaultPodTTL
+		}
+		c.pods = &ttlcache.Cache[types.NamespacedName, *corev1.Pod]{TTL: ttl, MaxEntries: MaxCachedPods}
+	})
 	key := types.NamespacedName{Namespace: namespace, Name: name}
-	ttl := c.TTL
-	if ttl == 0 {
-		ttl = 2 * time.Second
-	}
-	c.mu.Lock()
-	if p, ok := c.pods[key]; ok && time.Now().Before(p.expires) {
-		c.mu.Unlock()
-		return p.pod, nil
-	}
-	c.mu.Unlock()
-	var pod corev1.Pod
-	if err := c.Client.Get(ctx, key, &pod); err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.pods == nil || len(c.pods) > 4096 {
-		c.pods = make(map[types.NamespacedName]cachedPod)
-	}
-	c.pods[key] = cachedPod{pod: &pod, expires: time.Now().Add(ttl)}
-	c.mu.Unlock()
-	return &pod, nil
+	return c.pods.Get(ctx, key, func(ctx context.Context) (*corev1.Pod, error) {
+		var pod corev1.Pod
+		if err := c.Client.Get(ctx, key, &pod); err != nil {
+			return nil, err
+		}
+		return &pod, nil
+	})
 }

@@ -13,6 +13,12 @@
 //   - tokenreviews create: a sidecar verifies the projected token its peer
 //     presents. TokenReviews are cluster-scoped, so only a
 //     ClusterRoleBinding can grant this.
+//   - subjectaccessreviews create: a sidecar serves /debug/connections (and,
+//     with --metrics-auth, /metrics) only to callers the API server allows
+//     (get on pods/proxy of the sidecar's pod; get on /metrics). Like
+//     tokenreviews, only a ClusterRoleBinding can grant it. It lets the pod
+//     ask whether a user may do something, which reveals authorization
+//     policy but grants nothing; see docs/security.md.
 //   - namespaces get, list, watch: to evaluate a client rule's
 //     namespaceSelector against the client's namespace labels.
 //   - pods get: to evaluate a client rule's podSelector against the verified
@@ -23,6 +29,7 @@
 //
 // +kubebuilder:rbac:groups=kalpc.io,resources=connectionports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get
 package sidecarrole
