@@ -389,9 +389,10 @@ func (p *podApp) do(args []string) map[string]any {
 		p.publish()
 		p.publish = nil
 		return map[string]any{"ok": true}
-	case "connect", "connect-within":
-		// connect-within <port> <ms> [msg]: Connect with that deadline.
-		if args[0] == "connect-within" {
+	case "connect", "connect-within", "connect-wait":
+		// connect-within <port> <ms> [msg]: Connect with that deadline;
+		// connect-wait: the same with Config.WaitForServer.
+		if args[0] != "connect" {
 			ms, err := strconv.Atoi(args[2])
 			if err != nil {
 				return errResult(err)
@@ -406,7 +407,7 @@ func (p *podApp) do(args []string) map[string]any {
 			msg = args[2]
 		}
 		start := time.Now()
-		c, err := alpc.Connect(ctx, args[1], []byte(msg), &alpc.Config{Handler: clientHandler})
+		c, err := alpc.Connect(ctx, args[1], []byte(msg), &alpc.Config{Handler: clientHandler, WaitForServer: args[0] == "connect-wait"})
 		took := time.Since(start).Seconds()
 		if err != nil {
 			r := errResult(err)

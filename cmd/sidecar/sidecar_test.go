@@ -106,6 +106,44 @@ func TestBrokeredConnection(t *testing.T) {
 		}
 	})
 
+	t.Run("no server on this node: where servers run, and waiting for one", func(t *testing.T) {
+		p := c.port("late", kalpcv1alpha1.ConnectionPortSpec{
+			Servers: kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{"app": "late"}},
+			Clients: []kalpcv1alpha1.ClientRule{{ServiceAccounts: []string{"client"}}},
+		})
+		// The operator's status (not running here) lists a server pod on
+		// another node.
+		p.Status.Endpoints = []kalpcv1alpha1.NodeEndpoints{{NodeName: "node-b", Pods: []kalpcv1alpha1.EndpointPod{{Name: "elsewhere", UID: "b0b", Ready: true}}}}
+		if err := k8s.Status().Update(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() bool {
+			r := client.fails("no_server", "connect %s/late x", c.ns)
+			return strings.Contains(r["error"].(string), "its server pods run on node-b (ConnectionPort status)")
+		})
+		// A client that waits gives up when its context ends, saying so,
+		// still an ErrNoServer.
+		r := client.fails("no_server", "connect-wait %s/late 300 x", c.ns)
+		if msg := r["error"].(string); !strings.Contains(msg, "gave up waiting for a server after") || !strings.Contains(msg, "context deadline exceeded") || r["seconds"].(float64) < 0.3 {
+			t.Errorf("waiting connect without a server = %v", r)
+		}
+		// One that waits long enough connects once a server publishes.
+		waited := make(chan map[string]any, 1)
+		go func() { waited <- client.do("connect-wait %s/late 20000 patient", c.ns) }()
+		time.Sleep(300 * time.Millisecond)
+		late := c.newPod("late-server", "server", map[string]string{"app": "late"})
+		late.must("publish late")
+		select {
+		case r := <-waited:
+			if r["ok"] != true || r["reply"] != "welcome patient" {
+				t.Fatalf("waiting connect = %v", r)
+			}
+			t.Logf("the waiting client connected after %.2fs", r["seconds"])
+		case <-time.After(30 * time.Second):
+			t.Fatal("the waiting client did not connect within 30s of the server publishing")
+		}
+	})
+
 	t.Run("port changes apply to new connections", func(t *testing.T) {
 		var p kalpcv1alpha1.ConnectionPort
 		if err := k8s.Get(t.Context(), keyOf(c.ns, "echo"), &p); err != nil {
@@ -157,12 +195,27 @@ func TestBrokeredConnection(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		m := server.must("metrics")["metrics"].(string)
-		for _, want := range []string{
+		// The server's sidecar counts a connection after handing the
+		// channel over, so the client may have it a moment before.
+		var m string
+		wants := []string{
 			`kalpc_sidecar_connections_total{port="` + c.ns + `/echo",result="accepted",role="server"}`,
 			`kalpc_sidecar_active_channels{port="` + c.ns + `/echo"}`,
 			`kalpc_sidecar_published_ports 1`,
-		} {
+		}
+		missing := func() bool {
+			m = server.must("metrics")["metrics"].(string)
+			for _, want := range wants {
+				if !strings.Contains(m, want) {
+					return true
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(10 * time.Second); missing() && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		for _, want := range wants {
 			if !strings.Contains(m, want) {
 				t.Errorf("server metrics lack %s", want)
 			}

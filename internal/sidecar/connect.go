@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
@@ -125,9 +126,38 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
 	}
 	if silent > 0 {
-		return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s (%d endpoint(s) did not answer within %v)", key, s.opts.Pod.NodeName, silent, s.opts.EndpointAnswerTimeout)
+		return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s (%d endpoint(s) did not answer within %v); %s", key, s.opts.Pod.NodeName, silent, s.opts.EndpointAnswerTimeout, serversRun(port, s.opts.Pod.NodeName))
 	}
-	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s", key, s.opts.Pod.NodeName)
+	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s; %s", key, s.opts.Pod.NodeName, serversRun(port, s.opts.Pod.NodeName))
+}
+
+// maxNodesNamed bounds the nodes a no-server refusal names.
+const maxNodesNamed = 8
+
+// serversRun says where the port's server pods run, from its status (the
+// operator's view, which may lag by seconds), for a client that found
+// none on its own node: the fix is to run one here (a DaemonSet, or pod
+// affinity to the servers) or to wait for one (Config.WaitForServer).
+func serversRun(port *kalpcv1alpha1.ConnectionPort, here string) string {
+	var nodes []string
+	for _, e := range port.Status.Endpoints {
+		switch {
+		case len(e.Pods) == 0:
+		case e.NodeName == here:
+			// A server pod here that has not published (starting, or
+			// its application has not called Publish).
+			nodes = append(nodes, e.NodeName+" (this node: not published yet)")
+		default:
+			nodes = append(nodes, e.NodeName)
+		}
+	}
+	switch {
+	case len(nodes) == 0:
+		return "the port has no server pods on any node (ConnectionPort status)"
+	case len(nodes) > maxNodesNamed:
+		return fmt.Sprintf("its server pods run on %s and %d other nodes (ConnectionPort status); run one on this node or wait for one", strings.Join(nodes[:maxNodesNamed], ", "), len(nodes)-maxNodesNamed)
+	}
+	return fmt.Sprintf("its server pods run on %s (ConnectionPort status); run one on this node or wait for one", strings.Join(nodes, ", "))
 }
 
 // tryServer runs the client side of the handshake with one server

@@ -307,7 +307,9 @@ func ctxErr(ctx context.Context, err error) error {
 // of a private channel, the same Conn as Dial's, with the server's reply in
 // Conn.AcceptMessage and cfg restricted by the port's Policy. A rejection is
 // a *RejectError; other failures are a *BrokerError. ctx bounds the whole
-// handshake.
+// handshake. With no live server on this node the error matches
+// ErrNoServer and names the nodes the port's servers run on; with
+// cfg.WaitForServer, Connect waits for one until ctx ends.
 func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, error) {
 	if err := platformError(); err != nil {
 		return nil, &BrokerError{Op: "connect", Port: port, Err: err}
@@ -326,6 +328,13 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 	if !ok {
 		ns, name = "", port
 	}
+	return untilServer(ctx, c.WaitForServer, ErrNoServer, func() (*Conn, error) {
+		return connectOnce(ctx, port, ns, name, msg, &c)
+	})
+}
+
+// connectOnce is one attempt of Connect.
+func connectOnce(ctx context.Context, port, ns, name string, msg []byte, c *Config) (*Conn, error) {
 	sc, err := dialBroker(ctx, "connect", port)
 	if err != nil {
 		return nil, err
@@ -340,7 +349,7 @@ func Connect(ctx context.Context, port string, msg []byte, cfg *Config) (*Conn, 
 		return nil, brokerError("connect", port, resp)
 	case ctl.TypeChannel:
 		defer f.Close()
-		cc := policyFromWire(resp.Policy).apply(c)
+		cc := policyFromWire(resp.Policy).apply(*c)
 		conn, err := FileConn(ctx, f, &cc)
 		if err != nil {
 			return nil, fmt.Errorf("alpc: connect %s: %w", port, err)

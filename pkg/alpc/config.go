@@ -100,6 +100,19 @@ type Config struct {
 	// DefaultMaxConcurrentHandlers (256).
 	MaxConcurrentHandlers int
 
+	// WaitForServer makes Dial and Connect wait, until their context ends,
+	// while the port has no server, instead of failing at once (gRPC's
+	// WaitForReady): Dial while nothing listens at the path (ErrNoPort),
+	// Connect while the port has no live server on this node (ErrNoServer,
+	// which names the nodes its servers run on). They retry with back-off,
+	// up to 500ms apart, so a server that appears is found within about
+	// that. When the context ends first, the error matches both the last
+	// attempt's error and the context's. Other failures (a rejection, a
+	// client the port does not allow, a missing ConnectionPort) are never
+	// retried. Use it with a deadline: without one, a port that never gets a
+	// server waits until the context is canceled. Defaults to false.
+	WaitForServer bool
+
 	// SocketMode is the file mode of the port's socket (Listen only).
 	// Defaults to DefaultSocketMode (0600).
 	SocketMode os.FileMode

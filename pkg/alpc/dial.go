@@ -18,7 +18,8 @@ import (
 // available from Conn.AcceptMessage. Dial waits until the server's
 // application answers the request (ConnRequest.Accept or Reject), so a
 // server must be calling Listener.Accept. If nothing listens at path, the
-// error wraps ErrNoPort. If the server rejects, the error is a *RejectError carrying its
+// error wraps ErrNoPort (with cfg.WaitForServer, Dial waits for a listener
+// until ctx ends). If the server rejects, the error is a *RejectError carrying its
 // reason. ctx bounds the whole handshake; it does not affect the Conn after
 // Dial returns.
 func Dial(ctx context.Context, path string, msg []byte, cfg *Config) (*Conn, error) {
@@ -32,16 +33,18 @@ func Dial(ctx context.Context, path string, msg []byte, cfg *Config) (*Conn, err
 	if err := checkHandshakeMessage("connection message", msg); err != nil {
 		return nil, err
 	}
-	fd, err := connect(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("alpc: dial %s: %w", path, err)
-	}
-	conn, err := clientHandshake(ctx, fd, &c, msg)
-	if err != nil {
-		_ = sys.Close(fd)
-		return nil, fmt.Errorf("alpc: dial %s: %w", path, err)
-	}
-	return conn, nil
+	return untilServer(ctx, c.WaitForServer, ErrNoPort, func() (*Conn, error) {
+		fd, err := connect(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("alpc: dial %s: %w", path, err)
+		}
+		conn, err := clientHandshake(ctx, fd, &c, msg)
+		if err != nil {
+			_ = sys.Close(fd)
+			return nil, fmt.Errorf("alpc: dial %s: %w", path, err)
+		}
+		return conn, nil
+	})
 }
 
 // connect opens a blocking socket connected to path. A full listen backlog
