@@ -70,14 +70,14 @@ func TestRunEndToEnd(t *testing.T) {
 			name:            "netns",
 			mode:            NetnsOn,
 			wantMode:        ModeNetns,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-call", "kalpc-inline", "kalpc-loan", "grpc-tcp-veth", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
 			wantUnavailable: []string{"kalpc-section"}, // 64 B only; 4 KiB goes through a section
 		},
 		{
 			name:            "loopback",
 			mode:            NetnsOff,
 			wantMode:        ModeLoopback,
-			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-inline", "kalpc-loan", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
+			wantOK:          []string{"copy", "raw-seqpacket", "kalpc-call", "kalpc-inline", "kalpc-loan", "grpc-tcp-loopback", "grpc-unix", "grpc-kalpc-compat", "grpc-kalpc-native"},
 			wantUnavailable: []string{"grpc-tcp-veth", "kalpc-section"},
 		},
 	}

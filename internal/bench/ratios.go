@@ -47,6 +47,12 @@ var ratioDefs = []ratioDef{
 	{id: "kalpc-16mib-throughput-vs-copy", desc: "16 MiB throughput: kalpc section copy / one in-process copy()", num: "kalpc-section", den: "copy", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput, op: ">=", target: 0.5},
 	{id: "kalpc-loan-16mib-vs-64b-p50", desc: "kalpc loan round trip p50: 16 MiB / 64 B", num: "kalpc-loan", den: "kalpc-loan", numSize: 16 << 20, denSize: 64, metric: metricP50, op: "<=", target: 3},
 
+	// The default path (issue: "fast where users are"): Call + Payload
+	// against the socket floor and the zero-copy path, at 1 and 16 MiB.
+	{id: "kalpc-call-1mib-throughput-vs-raw-seqpacket", desc: "1 MiB throughput: kalpc Call + Payload (default path) / raw SOCK_SEQPACKET", num: "kalpc-call", den: "raw-seqpacket", numSize: 1 << 20, denSize: 1 << 20, metric: metricThroughput, op: ">=", target: 1},
+	{id: "kalpc-call-16mib-throughput-vs-raw-seqpacket", desc: "16 MiB throughput: kalpc Call + Payload (default path) / raw SOCK_SEQPACKET", num: "kalpc-call", den: "raw-seqpacket", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput, op: ">=", target: 1},
+	{id: "kalpc-call-16mib-throughput-vs-section-view", desc: "16 MiB throughput: kalpc Call + Payload (default path) / kalpc section read in place (View)", num: "kalpc-call", den: "kalpc-section", numSize: 16 << 20, denSize: 16 << 20, metric: metricThroughput, op: ">=", target: 0.5},
+
 	{id: "grpc-unix-64b-p50-vs-kalpc", desc: "64 B round trip p50: gRPC over a Unix socket / kalpc inline", num: "grpc-unix", den: "kalpc-inline", numSize: 64, denSize: 64, metric: metricP50},
 	{id: "grpc-loopback-64b-p50-vs-kalpc", desc: "64 B round trip p50: gRPC TCP loopback / kalpc inline", num: "grpc-tcp-loopback", den: "kalpc-inline", numSize: 64, denSize: 64, metric: metricP50},
 	{id: "grpc-veth-64b-cpu-vs-kalpc", desc: "64 B CPU time per round trip (both processes): gRPC TCP over veth / kalpc inline", num: "grpc-tcp-veth", den: "kalpc-inline", numSize: 64, denSize: 64, metric: metricCPU},

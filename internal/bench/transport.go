@@ -134,6 +134,7 @@ func lookup(name string) (Transport, bool) {
 func init() {
 	Register(copyTransport{})
 	Register(rawSeqpacketTransport{})
+	Register(kalpcTransport{mode: kalpcCall})
 	Register(kalpcTransport{mode: kalpcInline})
 	Register(kalpcTransport{mode: kalpcSection})
 	Register(kalpcTransport{mode: kalpcLoan})

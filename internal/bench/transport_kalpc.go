@@ -26,6 +26,11 @@ const (
 	// producing the data) and sends it with CallLoan; the handler reads it
 	// in place with req.View().
 	kalpcLoan
+	// kalpcCall: what an application written from the docs does, at every
+	// size: Call with the default Config (inline up to
+	// alpc.DefaultInlineLimit, a section above it, chosen by Call), and a
+	// handler that takes its copy with req.Payload().
+	kalpcCall
 )
 
 // loanHeader is how many bytes of a loan the client writes per round trip.
@@ -47,6 +52,13 @@ func (t kalpcTransport) Info() Info {
 			Name:      "kalpc-loan",
 			Label:     "kalpc loan (zero-copy)",
 			Path:      "alpc.Conn.Loan + CallLoan: the client fills a buffer inside its section (64 B written per call) and sends it by descriptor; the handler reads it in place (Request.View)",
+			Placement: CrossNamespace,
+		}
+	case kalpcCall:
+		return Info{
+			Name:      "kalpc-call",
+			Label:     "kalpc Call + Payload (default path)",
+			Path:      "alpc.Conn.Call with the default Config at every size (inline up to 63 KiB, a section above it); the handler takes Request.Payload (a copy): what an application written from the docs does",
 			Placement: CrossNamespace,
 		}
 	}
@@ -78,22 +90,27 @@ func (t kalpcTransport) Available(_ Env, size int) error {
 func (t kalpcTransport) Serve(ctx context.Context, cell Cell) (string, error) {
 	reply := newPayload(cell.ReplySize)
 	handler := alpc.HandlerFunc(func(_ context.Context, req *alpc.Request) ([]byte, error) {
+		// The Payload modes own their copy: an echo returns it, as an
+		// application would. A View's memory goes back to the peer, so its
+		// echo is a copy.
 		var p []byte
-		if t.mode == kalpcInline {
+		owned := t.mode == kalpcInline || t.mode == kalpcCall
+		if owned {
 			p = req.Payload()
 		} else {
 			v := req.View()
 			defer v.Release()
 			p = v.Bytes()
 		}
-		if len(p) != cell.Size {
+		switch {
+		case len(p) != cell.Size:
 			return nil, alpc.Errorf(alpc.CodeInvalidArgument, "request of %d B, want %d B", len(p), cell.Size)
+		case cell.ReplySize != cell.Size:
+			return reply, nil
+		case owned:
+			return p, nil
 		}
-		if cell.ReplySize == cell.Size {
-			// The reply is a copy: a View's memory goes back to the peer.
-			return append([]byte(nil), p...), nil
-		}
-		return reply, nil
+		return append([]byte(nil), p...), nil
 	})
 	l, err := alpc.Listen(cell.SocketPath, &alpc.Config{Handler: handler})
 	if err != nil {
