@@ -66,8 +66,7 @@ func Serve(ctx context.Context, d *Driver, s Sockets) error {
 		regLis, err := listenUnix(s.Registration)
 		if err != nil {
 			csiSrv.Stop()
-			_ = <-errc // the error of a stopped server says nothing
-			return err
+			return errors.Join(err, <-errc)
 		}
 		defer func() { _ = removeSocket(s.Registration) }()
 		regSrv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 10))
