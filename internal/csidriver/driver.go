@@ -181,25 +181,18 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	pod.Volume = volume.name
 	log := d.cfg.Log.With("volumeID", req.GetVolumeId(), "target", target, "pod", pod.Namespace+"/"+pod.Name, "podUID", pod.UID)
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	mounts, err := readMounts()
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	src, err := findSource(mounts, d.cfg.NodeDir)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "node directory: %v", err)
-	}
-	if at := mountsAt(mounts, target); len(at) > 0 {
-		top := at[len(at)-1]
-		if top.Dev == src.Dev && top.Root == src.Root {
-			log.Debug("Volume already published")
-			return &csi.NodePublishVolumeResponse{}, nil
+	// Already published (a kubelet retry, or a restarted driver): done,
+	// without asking the API server again.
+	if published, err := d.publishedAt(target); err != nil || published {
+		if err != nil {
+			return nil, err
 		}
-		return nil, status.Errorf(codes.AlreadyExists, "target %s already holds another mount (%s %s)", target, top.Dev, top.Root)
+		log.Debug("Volume already published")
+		return &csi.NodePublishVolumeResponse{}, nil
 	}
 
+	// The check reads the API server (up to its timeout): outside the lock,
+	// so that a slow API server delays only this pod's mount.
 	if err := d.cfg.Checker.CheckPod(ctx, pod); err != nil {
 		log.Info("Refused to publish the node directory", "error", err)
 		if errors.Is(err, ErrRefused) {
@@ -208,6 +201,16 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, status.Errorf(codes.Unavailable, "failed to check pod %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
 
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Again under the lock: a concurrent call for the same target may have
+	// mounted it meanwhile.
+	if published, err := d.publishedAt(target); err != nil || published {
+		if err != nil {
+			return nil, err
+		}
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
 	if err := os.Mkdir(target, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, status.Errorf(codes.Internal, "failed to create the target directory: %v", err)
 	}
@@ -219,6 +222,28 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	log.Info("Published the node directory", "readOnly", req.GetReadonly())
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// publishedAt reports whether the node directory is mounted at target (the
+// topmost mount there), from the mount table. Another mount there is an
+// AlreadyExists error.
+func (d *Driver) publishedAt(target string) (bool, error) {
+	mounts, err := readMounts()
+	if err != nil {
+		return false, status.Error(codes.Internal, err.Error())
+	}
+	src, err := findSource(mounts, d.cfg.NodeDir)
+	if err != nil {
+		return false, status.Errorf(codes.Internal, "node directory: %v", err)
+	}
+	at := mountsAt(mounts, target)
+	if len(at) == 0 {
+		return false, nil
+	}
+	if top := at[len(at)-1]; top.Dev != src.Dev || top.Root != src.Root {
+		return false, status.Errorf(codes.AlreadyExists, "target %s already holds another mount (%s %s)", target, top.Dev, top.Root)
+	}
+	return true, nil
 }
 
 // NodeUnpublishVolume implements csi.NodeServer: it unmounts whatever is

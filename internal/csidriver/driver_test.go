@@ -378,3 +378,67 @@ func TestIdentityAndRegistration(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowCheckDoesNotBlockOthers holds one pod's check (an API server that
+// does not answer) and publishes another pod's volume meanwhile.
+func TestSlowCheckDoesNotBlockOthers(t *testing.T) {
+	n := newNode(t)
+	release := make(chan struct{})
+	_, client, _ := n.start(t, csidriver.PodCheckerFunc(func(ctx context.Context, p csidriver.PodInfo) error {
+		if p.UID == podUID {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}))
+	slow := n.target(t, podUID, "kalpc-node")
+	const otherUID = "1b4c3a2e-1111-4222-8333-944455556666"
+	fast := n.target(t, otherUID, "kalpc-node")
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.NodePublishVolume(context.Background(), publishRequest(slow, podUID))
+		done <- err
+	}()
+	start := time.Now()
+	if _, err := client.NodePublishVolume(t.Context(), publishRequest(fast, otherUID)); err != nil {
+		t.Fatalf("NodePublishVolume(other pod) = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the other pod's publish took %v behind a slow check", d)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("NodePublishVolume(slow pod) = %v", err)
+	}
+	for _, target := range []string{slow, fast} {
+		if mountLine(t, target) == "" {
+			t.Errorf("%s not mounted", target)
+		}
+		if _, err := client.NodeUnpublishVolume(t.Context(), &csi.NodeUnpublishVolumeRequest{VolumeId: "v", TargetPath: target}); err != nil {
+			t.Errorf("NodeUnpublishVolume(%s) = %v", target, err)
+		}
+	}
+}
+
+// TestTargetHoldsAnotherMount refuses to publish over something else
+// mounted at the target.
+func TestTargetHoldsAnotherMount(t *testing.T) {
+	n := newNode(t)
+	_, client, _ := n.start(t, allowAll())
+	target := n.target(t, podUID, "kalpc-node")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", target, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := client.NodePublishVolume(t.Context(), publishRequest(target, podUID))
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("NodePublishVolume over a tmpfs = %v, want AlreadyExists", err)
+	}
+	if line := mountLine(t, target); !strings.Contains(line, " - tmpfs ") {
+		t.Errorf("the mount at the target changed: %s", line)
+	}
+}
