@@ -189,9 +189,11 @@ func TestPublishUnpublish(t *testing.T) {
 	ctx := t.Context()
 	target := n.target(t, podUID, "kalpc-node")
 
+	start := time.Now()
 	if _, err := client.NodePublishVolume(ctx, publishRequest(target, podUID)); err != nil {
 		t.Fatalf("NodePublishVolume() = %v", err)
 	}
+	t.Logf("NodePublishVolume (check allowed at once, bind mount, remount) took %v", time.Since(start))
 	line := mountLine(t, target)
 	if line == "" {
 		t.Fatalf("no mount at %s after publishing", target)
