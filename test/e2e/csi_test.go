@@ -54,8 +54,9 @@ func podUIDs(t *testing.T) map[string]bool {
 // connected client and creates a new client pod meanwhile: the channel keeps
 // working (the mounts outlive the driver), the new pod starts once the
 // driver is back (the kubelet retries the mount), the new driver recovers
-// the published volumes from the mount table, and when the pods are gone no
-// mount of theirs is left.
+// the published volumes from the mount table. A pod deleted while the
+// driver is away keeps its mount until the driver is back, then loses it;
+// and when the pods are gone no mount of theirs is left.
 func TestCSIDriverRestart(t *testing.T) {
 	if !ourCluster() {
 		t.Skip("reads the node's mount table: only on the cluster of hack/local-cluster/up")
@@ -96,9 +97,39 @@ func TestCSIDriverRestart(t *testing.T) {
 		t.Errorf("the new driver did not register with the kubelet:\n%s", tail(driverLog, 20))
 	}
 
+	// A pod deleted while the driver is away keeps its mount (only the
+	// driver unmounts) and goes once the driver is back. The DaemonSet is
+	// kept off the node by a nodeSelector no node matches.
+	startLoad(t, "csi-orphan", 2*time.Minute, 0)
+	orphan := livePods(t, ns, "app=csi-orphan")[0]
+	const away = `{"spec":{"template":{"spec":{"nodeSelector":{"kalpc.io/e2e-no-node":"true"}}}}}`
+	const back = `{"spec":{"template":{"spec":{"nodeSelector":{"kalpc.io/e2e-no-node":null}}}}}`
+	kc(t, "-n", releaseNS, "patch", "daemonset", "kalpc-nodeprep", "-p", away)
+	restored := false
+	defer func() {
+		if !restored {
+			_, _ = kcErr("-n", releaseNS, "patch", "daemonset", "kalpc-nodeprep", "-p", back)
+		}
+	}()
+	waitFor(t, "the CSI driver to leave the node", 2*time.Minute, func() (bool, string) {
+		out, _ := kcErr("-n", releaseNS, "get", "pods", "-l", nodePrepSelector, "-o", "jsonpath={.items[*].metadata.name}")
+		return strings.TrimSpace(out) == "", out
+	})
+	kc(t, "-n", ns, "delete", "pod", orphan.Metadata.Name, "--wait=false")
+	time.Sleep(5 * time.Second)
+	if !slices.Contains(csiMounts(t), orphan.Metadata.UID) {
+		t.Errorf("the mount of pod %s went while the driver was away", orphan.Metadata.Name)
+	}
+	kc(t, "-n", releaseNS, "patch", "daemonset", "kalpc-nodeprep", "-p", back)
+	restored = true
+	kc(t, "-n", releaseNS, "rollout", "status", "daemonset/kalpc-nodeprep", "--timeout", "120s")
+	waitFor(t, "the deleted pod's mount to go once the driver is back", 2*time.Minute, func() (bool, string) {
+		return !slices.Contains(csiMounts(t), orphan.Metadata.UID), "still mounted"
+	})
+
 	// Nothing stale: once the Jobs' pods are gone, every node directory
 	// mount belongs to a pod that exists.
-	kc(t, "-n", ns, "delete", "job", "csi-client", "csi-load", "--wait")
+	kc(t, "-n", ns, "delete", "job", "csi-client", "csi-load", "csi-orphan", "--wait")
 	waitFor(t, "no node directory mount of a deleted pod", 2*time.Minute, func() (bool, string) {
 		live := podUIDs(t)
 		var stale []string
