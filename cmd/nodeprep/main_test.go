@@ -114,6 +114,10 @@ func TestRejectsBadFlags(t *testing.T) {
 		{"-dir", filepath.Join(dir, "missing"), "-once"},
 		{"-dir", dir, "-interval", "-1s"},
 		{"-dir", dir, "extra"},
+		{"-dir", dir, "-kubelet-dir", dir, "-sidecar-image", "s:1", "-node-name", ""},
+		{"-dir", dir, "-kubelet-dir", dir, "-node-name", "n1"},
+		{"-dir", dir, "-kubelet-dir", dir, "-node-name", "n1", "-sidecar-image", " , "},
+		{"-dir", dir, "-kubelet-dir", dir, "-node-name", "n1", "-sidecar-image", "s:1", "-once"},
 	} {
 		if err := run(args); err == nil {
 			t.Errorf("run(%q) succeeded, want an error", args)

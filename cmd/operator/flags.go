@@ -54,6 +54,8 @@ type config struct {
 	sidecarHealthPort    int
 	sidecarMetricsPort   int
 	sidecarClusterRole   string
+	sidecarNodeVolume    string
+	csiDriver            string
 
 	zap zap.Options
 }
@@ -99,6 +101,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sidecarHealthPort, "sidecar-health-port", inject.DefaultHealthPort, "Port, in each pod, of the sidecar's /healthz and /readyz (probes).")
 	fs.IntVar(&c.sidecarMetricsPort, "sidecar-metrics-port", inject.DefaultMetricsPort, "Port, in each pod, of the sidecar's Prometheus metrics.")
 	fs.StringVar(&c.sidecarClusterRole, "sidecar-cluster-role", sidecarrole.Name, "ClusterRole the operator binds to the ServiceAccounts of injected pods.")
+	fs.StringVar(&c.sidecarNodeVolume, "sidecar-node-volume", string(inject.NodeVolumeCSI), "How the node directory reaches the sidecar: csi (kalpc's CSI driver; admissible under Pod Security restricted) or hostPath (rejected by baseline and restricted).")
+	fs.StringVar(&c.csiDriver, "csi-driver", inject.DefaultCSIDriver, "Name of kalpc's CSI driver, with --sidecar-node-volume=csi.")
 
 	c.zap = zap.Options{}
 	c.zap.BindFlags(fs)
@@ -133,6 +137,11 @@ func (c *config) validate() error {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		errs = append(errs, fmt.Errorf("--sidecar-image-pull-policy must be Always, IfNotPresent or Never, not %q", c.sidecarPullPolicy))
+	}
+	switch inject.NodeVolumeMode(c.sidecarNodeVolume) {
+	case inject.NodeVolumeCSI, inject.NodeVolumeHostPath:
+	default:
+		errs = append(errs, fmt.Errorf("--sidecar-node-volume must be %q or %q, not %q", inject.NodeVolumeCSI, inject.NodeVolumeHostPath, c.sidecarNodeVolume))
 	}
 	switch c.sidecarLogLevel {
 	case "debug", "info", "warn", "error":
@@ -199,6 +208,8 @@ func (c *config) sidecarConfig() inject.Config {
 		HealthPort:        int32(c.sidecarHealthPort),
 		MetricsPort:       int32(c.sidecarMetricsPort),
 		OperatorNamespace: c.namespace,
+		NodeVolume:        inject.NodeVolumeMode(c.sidecarNodeVolume),
+		CSIDriver:         c.csiDriver,
 	}
 }
 

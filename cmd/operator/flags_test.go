@@ -29,6 +29,9 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if !cmp.Equal(want, *sc.Resources) {
 		t.Errorf("sidecar resources = %v, want %v", sc.Resources, want)
 	}
+	if sc.NodeVolume != "csi" || sc.CSIDriver != "csi.kalpc.io" {
+		t.Errorf("node volume %q of driver %q, want csi of csi.kalpc.io", sc.NodeVolume, sc.CSIDriver)
+	}
 }
 
 func TestParseFlagsNamespaceFromEnv(t *testing.T) {
@@ -51,6 +54,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--sidecar-image=i", "--webhook-cert-provider=vault"}, `--webhook-cert-provider must be "operator" or "cert-manager"`},
 		{[]string{"--sidecar-image=i", "--sidecar-memory-limit=lots"}, `--sidecar-memory-limit: invalid quantity "lots"`},
 		{[]string{"--sidecar-image=i", "--sidecar-log-level=chatty"}, "--sidecar-log-level must be"},
+		{[]string{"--sidecar-image=i", "--sidecar-node-volume=nfs"}, "--sidecar-node-volume must be"},
 		{[]string{"--sidecar-image=i", "--sidecar-image-pull-policy=Sometimes"}, "--sidecar-image-pull-policy must be"},
 		{[]string{"--sidecar-image=i", "--sidecar-run-as-user=0"}, "--sidecar-run-as-user must be a non-root UID"},
 		{[]string{"--sidecar-image=i", "--sidecar-health-port=70000"}, "--sidecar-health-port must be between 1 and 65535"},

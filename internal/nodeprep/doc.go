@@ -4,8 +4,9 @@
 //
 // # Why this exists
 //
-// The sidecar mounts the host directory /var/run/kalpc (a hostPath volume of
-// type DirectoryOrCreate). When the kubelet creates that directory it is
+// The sidecar mounts the host directory /var/run/kalpc (through kalpc's CSI
+// driver, internal/csidriver, or as a hostPath volume of type
+// DirectoryOrCreate). When the kubelet or the DaemonSet creates it, it is
 // owned by root with mode 0755, so a sidecar running as UID 65532 cannot
 // create anything in it. /var/run is a tmpfs on most hosts, so the directory
 // disappears on every reboot and has to be prepared again.

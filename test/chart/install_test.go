@@ -22,6 +22,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,8 +139,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 17 {
-		t.Errorf("release has %d objects, want 17", len(objs))
+	if len(objs) != 20 {
+		t.Errorf("release has %d objects, want 20", len(objs))
 	}
 	for _, o := range objs {
 		got := &unstructured.Unstructured{}
@@ -212,6 +213,7 @@ operator:
   replicaCount: 3
 sidecar:
   logLevel: debug
+  nodeVolume: hostPath
 webhook:
   timeoutSeconds: 5
   excludedNamespaces: [kube-system, kube-public, kube-node-lease, legacy]
@@ -225,6 +227,16 @@ webhook:
 	}
 	if ptr.Deref(d.Spec.Replicas, 0) != 3 || !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--sidecar-log-level=debug") {
 		t.Errorf("upgrade did not change the Deployment: replicas %v, args %v", d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Args)
+	}
+	// Switching to hostPath mode removes the CSI driver and the node
+	// DaemonSet's API access.
+	if !slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--sidecar-node-volume=hostPath") {
+		t.Errorf("operator args after the switch to hostPath: %v", d.Spec.Template.Spec.Containers[0].Args)
+	}
+	for _, o := range []client.Object{&storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: "csi.kalpc.io"}}, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kalpc-nodeprep"}}} {
+		if err := e.k8s.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
+			t.Errorf("%T %s exists in hostPath mode (err %v)", o, o.GetName(), err)
+		}
 	}
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
 	if err := e.k8s.Get(ctx, client.ObjectKey{Name: "kalpc-sidecar-injector"}, mwc); err != nil {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/utils/ptr"
 
@@ -22,11 +23,14 @@ import (
 func TestDefaultObjects(t *testing.T) {
 	r := render(t, nil)
 	want := []string{
+		"CSIDriver/csi.kalpc.io",
 		"ClusterRole/kalpc-connectionport-editor",
 		"ClusterRole/kalpc-connectionport-viewer",
 		"ClusterRole/kalpc-metrics-reader",
+		"ClusterRole/kalpc-nodeprep",
 		"ClusterRole/kalpc-operator",
 		"ClusterRole/kalpc-sidecar",
+		"ClusterRoleBinding/kalpc-nodeprep",
 		"ClusterRoleBinding/kalpc-operator",
 		"CustomResourceDefinition/connectionports.kalpc.io",
 		"DaemonSet/kalpc-nodeprep",
@@ -114,6 +118,7 @@ func TestOperatorDeployment(t *testing.T) {
 		"--sidecar-health-port":         "15980",
 		"--sidecar-metrics-port":        "15981",
 		"--sidecar-cluster-role":        "kalpc-sidecar",
+		"--sidecar-node-volume":         "csi",
 		"--zap-log-level":               "info",
 		"--zap-encoder":                 "json",
 	}
@@ -576,8 +581,10 @@ operator:
 	}
 }
 
-func TestNodePrep(t *testing.T) {
-	r := render(t, nil)
+// TestNodePrepHostPath checks the node DaemonSet in hostPath mode: it only
+// prepares the directory, as root with CAP_CHOWN alone and no API access.
+func TestNodePrepHostPath(t *testing.T) {
+	r := render(t, values(t, "sidecar: {nodeVolume: hostPath}"))
 	ds := get[appsv1.DaemonSet](t, r, "DaemonSet", "kalpc-nodeprep")
 	pod := ds.Spec.Template.Spec
 	if ptr.Deref(pod.AutomountServiceAccountToken, true) || pod.HostNetwork || pod.HostPID || pod.HostIPC {
@@ -603,10 +610,85 @@ func TestNodePrep(t *testing.T) {
 	if len(pod.Tolerations) != 1 || pod.Tolerations[0].Operator != corev1.TolerationOpExists {
 		t.Errorf("nodeprep tolerations %+v, want to tolerate every taint", pod.Tolerations)
 	}
+	for _, o := range r.objects {
+		if o.GetKind() == "CSIDriver" || strings.HasPrefix(o.GetKind(), "ClusterRole") && o.GetName() == "kalpc-nodeprep" {
+			t.Errorf("hostPath mode renders %s/%s", o.GetKind(), o.GetName())
+		}
+	}
+	if got := operatorArgs(t, get[appsv1.Deployment](t, r, "Deployment", "kalpc-operator"))["--sidecar-node-volume"]; got != "hostPath" {
+		t.Errorf("--sidecar-node-volume = %q, want hostPath", got)
+	}
 
-	r = render(t, values(t, "nodePrep: {enabled: false}"))
+	r = render(t, values(t, "nodePrep: {enabled: false}\nsidecar: {nodeVolume: hostPath}"))
 	if r.find("DaemonSet", "kalpc-nodeprep") != nil || !strings.Contains(r.notes, "nodePrep.enabled=false") {
 		t.Errorf("nodePrep.enabled=false: objects %v, notes:\n%s", r.kinds(), r.notes)
+	}
+}
+
+// TestNodePrepCSI checks the default, csi mode: the DaemonSet also serves
+// the CSI driver (privileged, with the kubelet's directories at their host
+// paths), may only get pods, and the CSIDriver object asks for pod info on
+// ephemeral volumes only.
+func TestNodePrepCSI(t *testing.T) {
+	r := render(t, values(t, "nodePrep: {kubeletDir: /var/lib/k}"))
+	ds := get[appsv1.DaemonSet](t, r, "DaemonSet", "kalpc-nodeprep")
+	pod := ds.Spec.Template.Spec
+	if !ptr.Deref(pod.AutomountServiceAccountToken, false) || pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		t.Errorf("nodeprep: want API access and no host namespaces: %+v", pod)
+	}
+	c := pod.Containers[0]
+	if !ptr.Deref(c.SecurityContext.Privileged, false) || !ptr.Deref(c.SecurityContext.ReadOnlyRootFilesystem, false) {
+		t.Errorf("nodeprep security context %+v, want privileged with a read-only root", c.SecurityContext)
+	}
+	if diff := cmp.Diff([]string{
+		"--dir=/var/run/kalpc/node", "--uid=65532", "--mode=0700", "--interval=1m",
+		"--kubelet-dir=/var/lib/k", "--driver-name=csi.kalpc.io", "--sidecar-image=ghcr.io/kalpc/kalpc-sidecar:0.1.0",
+	}, c.Args); diff != "" {
+		t.Errorf("nodeprep args (-want +got):\n%s", diff)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != "KALPC_NODE_NAME" || c.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("nodeprep env %+v, want KALPC_NODE_NAME from spec.nodeName", c.Env)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m
+	}
+	hostPaths := map[string]string{}
+	for _, v := range pod.Volumes {
+		hostPaths[v.Name] = v.HostPath.Path
+	}
+	for path, propagation := range map[string]corev1.MountPropagationMode{
+		"/var/run/kalpc/node":             "",
+		"/var/lib/k/pods":                 corev1.MountPropagationBidirectional,
+		"/var/lib/k/plugins/csi.kalpc.io": "",
+		"/var/lib/k/plugins_registry":     "",
+	} {
+		m, ok := mounts[path]
+		if !ok || ptr.Deref(m.MountPropagation, "") != propagation {
+			t.Errorf("mount %s = %+v, want propagation %q", path, m, propagation)
+		}
+		if want := strings.Replace(path, "/var/run/kalpc/node", "/var/run/kalpc", 1); ok && hostPaths[m.Name] != want {
+			t.Errorf("mount %s is host path %q, want %q (the kubelet passes host paths)", path, hostPaths[m.Name], want)
+		}
+	}
+
+	drv := get[storagev1.CSIDriver](t, r, "CSIDriver", "csi.kalpc.io")
+	if ptr.Deref(drv.Spec.AttachRequired, true) || !ptr.Deref(drv.Spec.PodInfoOnMount, false) ||
+		!slices.Equal(drv.Spec.VolumeLifecycleModes, []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral}) ||
+		ptr.Deref(drv.Spec.FSGroupPolicy, "") != storagev1.NoneFSGroupPolicy {
+		t.Errorf("CSIDriver spec %+v", drv.Spec)
+	}
+	role := get[rbacv1.ClusterRole](t, r, "ClusterRole", "kalpc-nodeprep")
+	if diff := cmp.Diff([]string{"/pods:get"}, rbacGrants(role.Rules)); diff != "" {
+		t.Errorf("nodeprep grants (-want +got):\n%s", diff)
+	}
+	if got := operatorArgs(t, get[appsv1.Deployment](t, r, "Deployment", "kalpc-operator"))["--sidecar-node-volume"]; got != "csi" {
+		t.Errorf("--sidecar-node-volume = %q, want csi", got)
+	}
+
+	if _, err := renderErr("kalpc", releaseNamespace, values(t, "nodePrep: {enabled: false}")); err == nil ||
+		!strings.Contains(err.Error(), "sidecar.nodeVolume=csi needs nodePrep.enabled=true") {
+		t.Errorf("csi mode without the DaemonSet: %v, want a clear error", err)
 	}
 }
 
@@ -752,7 +834,9 @@ func TestOptions(t *testing.T) {
 		}},
 		{"fullnameOverride: ipc\ncommonLabels: {team: infra}", func(t *testing.T, r *rendered) {
 			for _, o := range r.objects {
-				if o.GetKind() != "CustomResourceDefinition" && !strings.HasPrefix(o.GetName(), "ipc-") {
+				// The CRD's and the CSI driver's names are fixed: the API
+				// group's and the driver's.
+				if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "CSIDriver" && !strings.HasPrefix(o.GetName(), "ipc-") {
 					t.Errorf("%s/%s does not start with the fullnameOverride", o.GetKind(), o.GetName())
 				}
 				if o.GetLabels()["team"] != "infra" {

@@ -193,7 +193,8 @@ func waitJob(t *testing.T, namespace, job string, timeout time.Duration) string 
 }
 
 // clientJob creates a Job running the k8s-echo image with args as the
-// echo-client ServiceAccount, injected, in namespace.
+// echo-client ServiceAccount, injected, in namespace; its pod meets Pod
+// Security "restricted".
 func clientJob(t *testing.T, namespace, name string, args ...string) {
 	t.Helper()
 	quoted := make([]string, len(args))
@@ -212,11 +213,18 @@ spec:
     spec:
       serviceAccountName: echo-client
       restartPolicy: Never
+      # Pod Security "restricted", which kalpc-demo enforces.
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile: {type: RuntimeDefault}
       containers:
       - name: client
         image: ghcr.io/kalpc/kalpc-k8s-echo:dev
         imagePullPolicy: Never
         args: [%[3]s]
+        securityContext:
+          allowPrivilegeEscalation: false
+          capabilities: {drop: [ALL]}
 `, namespace, name, strings.Join(quoted, ", ")), "apply", "-f", "-")
 }
 

@@ -45,6 +45,17 @@ func TestEcho(t *testing.T) {
 		t.Errorf("server did not log the client's verified identity:\n%s", serverLogs)
 	}
 
+	// All of it in a namespace that enforces Pod Security "restricted",
+	// with the node directory from kalpc's CSI driver.
+	if level := kc(t, "get", "namespace", ns, "-o", `jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}`); level != "restricted" {
+		t.Errorf("namespace %s enforces %q, want restricted", ns, level)
+	}
+	for _, sel := range []string{"app=echo-server", "app=echo-client"} {
+		if drv := kc(t, "-n", ns, "get", "pods", "-l", sel, "-o", `jsonpath={.items[*].spec.volumes[?(@.name=="kalpc-node")].csi.driver}`); !strings.HasPrefix(drv, "csi.kalpc.io") {
+			t.Errorf("pods %s: kalpc-node volume driver %q, want csi.kalpc.io", sel, drv)
+		}
+	}
+
 	// Injection is present in the pods the kubelet runs, as a native sidecar.
 	ips := map[string]bool{}
 	for _, sel := range []string{"app=echo-server", "app=echo-client"} {
@@ -94,7 +105,8 @@ func TestRefusedNamespace(t *testing.T) {
 kind: Namespace
 metadata:
   name: %[1]s
-  labels: {pod-security.kubernetes.io/enforce: privileged}
+  # Pod Security "baseline": the injected pod is admitted (no hostPath).
+  labels: {pod-security.kubernetes.io/enforce: baseline}
 ---
 apiVersion: v1
 kind: ServiceAccount

@@ -91,6 +91,19 @@ func TestUninstall(t *testing.T) {
 		})
 	}
 
+	// The CSI driver stopped and removed its kubelet registration socket, so
+	// the kubelet dropped the driver from the node's CSINode.
+	waitFor(t, "the kubelet to deregister csi.kalpc.io", time.Minute, func() (bool, string) {
+		out, err := kcErr("get", "csinode", "-o", "jsonpath={.items[*].spec.drivers[*].name}")
+		return err == nil && !strings.Contains(out, "csi.kalpc.io"), out
+	})
+	if ourCluster() {
+		sock := "/var/lib/kalpc-local-cluster/kubelet/plugins_registry/csi.kalpc.io-reg.sock"
+		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+			t.Errorf("kubelet registration socket %s left after uninstall (err %v)", sock, err)
+		}
+	}
+
 	// Kept by choice: the CRD and the ports.
 	kc(t, "get", "crd", "connectionports.kalpc.io")
 	kc(t, "-n", ns, "get", "cport", "echo")

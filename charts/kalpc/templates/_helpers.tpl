@@ -145,3 +145,19 @@ Checks of values that the JSON schema cannot express.
 {{- fail "sidecar.healthPort and sidecar.metricsPort must differ" }}
 {{- end }}
 {{- end }}
+
+{{/*
+How the node directory reaches the sidecar (sidecar.nodeVolume): csi needs
+the node DaemonSet, which serves the driver.
+*/}}
+{{- define "kalpc.nodeVolume" -}}
+{{- if and (eq .Values.sidecar.nodeVolume "csi") (not .Values.nodePrep.enabled) }}
+{{- fail "sidecar.nodeVolume=csi needs nodePrep.enabled=true: the kalpc-nodeprep DaemonSet serves the CSI driver (or set sidecar.nodeVolume=hostPath)" }}
+{{- end }}
+{{- .Values.sidecar.nodeVolume }}
+{{- end }}
+
+{{/* The name of kalpc's CSI driver (internal/csidriver.DefaultName). */}}
+{{- define "kalpc.csiDriverName" -}}
+csi.kalpc.io
+{{- end }}

@@ -39,7 +39,30 @@ type Config struct {
 	// OperatorNamespace is the operator's own namespace, whose pods are never
 	// injected. Required.
 	OperatorNamespace string
+
+	// NodeVolume says how the node directory reaches the sidecar:
+	// NodeVolumeCSI (an ephemeral inline volume of kalpc's CSI driver,
+	// admissible under Pod Security "restricted") or NodeVolumeHostPath (a
+	// hostPath volume, for clusters without the driver; "baseline" and
+	// "restricted" reject it). Defaults to NodeVolumeCSI.
+	NodeVolume NodeVolumeMode
+
+	// CSIDriver is the name of kalpc's CSI driver. Defaults to
+	// DefaultCSIDriver.
+	CSIDriver string
 }
+
+// NodeVolumeMode says how the node directory reaches the sidecar.
+type NodeVolumeMode string
+
+// Node volume modes.
+const (
+	NodeVolumeCSI      NodeVolumeMode = "csi"
+	NodeVolumeHostPath NodeVolumeMode = "hostPath"
+)
+
+// DefaultCSIDriver is the name of kalpc's CSI driver (internal/csidriver).
+const DefaultCSIDriver = "csi.kalpc.io"
 
 // DefaultResources returns the sidecar's default requests and limits: the
 // sidecar only brokers connections, so it is small.
@@ -90,6 +113,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MetricsPort == 0 {
 		c.MetricsPort = DefaultMetricsPort
+	}
+	switch c.NodeVolume {
+	case "":
+		c.NodeVolume = NodeVolumeCSI
+	case NodeVolumeCSI, NodeVolumeHostPath:
+	default:
+		return c, fmt.Errorf("node volume mode must be %q or %q, not %q", NodeVolumeCSI, NodeVolumeHostPath, c.NodeVolume)
+	}
+	if c.CSIDriver == "" {
+		c.CSIDriver = DefaultCSIDriver
 	}
 	if c.HealthPort == c.MetricsPort {
 		return c, fmt.Errorf("sidecar health and metrics ports must differ, both are %d", c.HealthPort)

@@ -19,8 +19,10 @@
 //   - the sidecar as a native sidecar: the first init container, named
 //     kalpc-sidecar, with restartPolicy Always and a startup probe, so that
 //     the app containers start only once it serves the pod socket;
-//   - the node directory (hostPath /var/run/kalpc), mounted only into the
-//     sidecar at /var/run/kalpc/node;
+//   - the node directory (the host's /var/run/kalpc), mounted only into the
+//     sidecar at /var/run/kalpc/node: an ephemeral inline volume of kalpc's
+//     CSI driver csi.kalpc.io by default (Pod Security "restricted" admits
+//     it), or a hostPath (Config.NodeVolume);
 //   - an emptyDir mounted at /var/run/kalpc/pod into the sidecar and every
 //     app container, with KALPC_SOCKET=/var/run/kalpc/pod/kalpc.sock in every
 //     app container;
@@ -32,4 +34,13 @@
 //
 // Running the mutation on its own output changes nothing. The sidecar's contract
 // (its arguments and environment) is described in docs/operations.md.
+//
+// # Pod Security
+//
+// The webhook evaluates the injected pod with the upstream Pod Security
+// evaluator against the level its namespace enforces and, when injection
+// added a violation (a hostPath in a baseline or restricted namespace),
+// returns an admission warning naming it: the API server will reject the
+// pod, and for a Deployment that would otherwise show only in ReplicaSet
+// events.
 package inject

@@ -33,7 +33,7 @@ func inject(pod *corev1.Pod, cfg Config) {
 	if pod.Spec.ServiceAccountName == "" {
 		pod.Spec.ServiceAccountName = "default"
 	}
-	for _, v := range volumes() {
+	for _, v := range volumes(cfg) {
 		pod.Spec.Volumes = upsert(pod.Spec.Volumes, v, func(a, b corev1.Volume) bool { return a.Name == b.Name })
 	}
 	for i := range pod.Spec.Containers {

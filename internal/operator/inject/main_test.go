@@ -73,7 +73,7 @@ func sidecarConfig() inject.Config {
 
 // startWebhook runs the operator's webhook server, as cmd/operator wires it,
 // until the test ends.
-func startWebhook(t *testing.T) {
+func startWebhook(t *testing.T, sidecar inject.Config) {
 	t.Helper()
 	opts := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -89,7 +89,7 @@ func startWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatalf("failed to create manager: %v", err)
 	}
-	injector, err := inject.New(sidecarConfig(), mgr.GetClient())
+	injector, err := inject.New(sidecar, mgr.GetClient())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,8 @@ const (
 	// SidecarName is the name of the injected init container.
 	SidecarName = kalpcv1alpha1.SidecarContainerName
 
-	// NodeVolumeName is the hostPath volume of the node directory.
+	// NodeVolumeName is the volume of the node directory: a csi volume of
+	// kalpc's driver or a hostPath volume (Config.NodeVolume).
 	NodeVolumeName = "kalpc-node"
 	// NodeHostPath is the node directory on the host.
 	NodeHostPath = "/var/run/kalpc"
@@ -141,13 +142,26 @@ func sidecarContainer(cfg Config) corev1.Container {
 	}
 }
 
-// volumes returns the pod volumes the sidecar and the apps use.
-func volumes() []corev1.Volume {
-	return []corev1.Volume{
-		{Name: NodeVolumeName, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+// nodeVolume returns the volume of the node directory for cfg's mode.
+func nodeVolume(cfg Config) corev1.Volume {
+	if cfg.NodeVolume == NodeVolumeHostPath {
+		return corev1.Volume{Name: NodeVolumeName, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
 			Path: NodeHostPath,
 			Type: ptr.To(corev1.HostPathDirectoryOrCreate),
-		}}},
+		}}}
+	}
+	// The driver learns the pod from the kubelet (podInfoOnMount) and
+	// checks it against the API server; the volume carries nothing a pod
+	// could forge.
+	return corev1.Volume{Name: NodeVolumeName, VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+		Driver: cfg.CSIDriver,
+	}}}
+}
+
+// volumes returns the pod volumes the sidecar and the apps use.
+func volumes(cfg Config) []corev1.Volume {
+	return []corev1.Volume{
+		nodeVolume(cfg),
 		{Name: PodVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr.To[int32](corev1.ProjectedVolumeSourceDefaultMode),

@@ -35,8 +35,9 @@ const WebhookConfigurationName = "kalpc-sidecar-injector"
 // Injector is the pod injection webhook's handler. It implements
 // admission.Defaulter for Pods.
 type Injector struct {
-	cfg    Config
-	reader client.Reader
+	cfg         Config
+	reader      client.Reader
+	podSecurity *podSecurity
 }
 
 var _ admission.Defaulter[*corev1.Pod] = &Injector{}
@@ -48,7 +49,11 @@ func New(cfg Config, reader client.Reader) (*Injector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid sidecar injection config: %w", err)
 	}
-	return &Injector{cfg: cfg, reader: reader}, nil
+	ps, err := newPodSecurity()
+	if err != nil {
+		return nil, err
+	}
+	return &Injector{cfg: cfg, reader: reader, podSecurity: ps}, nil
 }
 
 // SetupWithManager registers the webhook on the manager's webhook server at
@@ -58,9 +63,13 @@ func (i *Injector) SetupWithManager(mgr manager.Manager) error {
 	return nil
 }
 
-// Webhook returns the admission webhook that runs the Injector.
+// Webhook returns the admission webhook that runs the Injector. Its
+// responses carry admission warnings (kubectl prints them) when the
+// injected pod breaks its namespace's enforced Pod Security level.
 func (i *Injector) Webhook(scheme *runtime.Scheme) *admission.Webhook {
-	return admission.WithDefaulter[*corev1.Pod](scheme, i)
+	wh := admission.WithDefaulter[*corev1.Pod](scheme, i)
+	wh.Handler = withWarnings(wh.Handler)
+	return wh
 }
 
 // Default injects the sidecar into pod when it opted in; it leaves every other
@@ -81,7 +90,9 @@ func (i *Injector) Default(ctx context.Context, pod *corev1.Pod) error {
 		log.V(1).Info("Not injecting the kalpc sidecar", "reason", reason)
 		return nil
 	}
+	before := pod.DeepCopy()
 	inject(pod, i.cfg)
+	i.warnPodSecurity(ctx, namespace, before, pod)
 	injections.WithLabelValues(resultInjected).Inc()
 	log.V(1).Info("Injected the kalpc sidecar", "reason", reason)
 	return nil

@@ -24,7 +24,7 @@ var (
 // TestWebhook runs the webhook, registered with the real API server through
 // config/webhook, and checks what pods come back as.
 func TestWebhook(t *testing.T) {
-	startWebhook(t)
+	startWebhook(t, sidecarConfig())
 
 	t.Run("namespace opted in", func(t *testing.T) {
 		ns := newNamespace(t, enabledNS)
@@ -260,8 +260,10 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 	if len(pod.Spec.Volumes) != 5 {
 		t.Errorf("pod has %d volumes, want 5 (data + 4 injected)", len(pod.Spec.Volumes))
 	}
-	if hp := vol["kalpc-node"].HostPath; hp == nil || hp.Path != "/var/run/kalpc" || hp.Type == nil || *hp.Type != corev1.HostPathDirectoryOrCreate {
-		t.Errorf("kalpc-node volume = %+v, want hostPath /var/run/kalpc", vol["kalpc-node"])
+	// The default mode: kalpc's CSI driver, with nothing in the volume a
+	// pod could forge (the driver reads the pod from the API server).
+	if diff := cmp.Diff(corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.kalpc.io"}}, vol["kalpc-node"].VolumeSource); diff != "" {
+		t.Errorf("kalpc-node volume (-want +got):\n%s", diff)
 	}
 	if vol["kalpc-pod"].EmptyDir == nil {
 		t.Errorf("kalpc-pod volume = %+v, want emptyDir", vol["kalpc-pod"])
@@ -319,6 +321,45 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 	}
 	if setup := pod.Spec.InitContainers[1]; len(setup.VolumeMounts) != 0 || len(setup.Env) != 0 {
 		t.Errorf("init container setup was changed: %+v", setup)
+	}
+}
+
+// TestWebhookHostPathMode runs the webhook in hostPath mode, kept for
+// clusters without the CSI driver: the node directory is a hostPath volume
+// and everything else is as in the default mode.
+func TestWebhookHostPathMode(t *testing.T) {
+	cfg := sidecarConfig()
+	cfg.NodeVolume = inject.NodeVolumeHostPath
+	startWebhook(t, cfg)
+	got, err := createPod(t, appPod(newNamespace(t, enabledNS), nil))
+	if err != nil {
+		t.Fatalf("Create() = %v", err)
+	}
+	var node *corev1.Volume
+	for i, v := range got.Spec.Volumes {
+		if v.Name == "kalpc-node" {
+			node = &got.Spec.Volumes[i]
+		}
+	}
+	want := corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/run/kalpc", Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}
+	if node == nil {
+		t.Fatalf("no kalpc-node volume in %+v", got.Spec.Volumes)
+	}
+	if diff := cmp.Diff(want, node.VolumeSource); diff != "" {
+		t.Errorf("kalpc-node volume (-want +got):\n%s", diff)
+	}
+	if got.Spec.InitContainers[0].Name != inject.SidecarName {
+		t.Errorf("first init container is %q, want the sidecar", got.Spec.InitContainers[0].Name)
+	}
+}
+
+// TestConfigNodeVolume checks the mode's default and that an unknown mode
+// is refused.
+func TestConfigNodeVolume(t *testing.T) {
+	cfg := sidecarConfig()
+	cfg.NodeVolume = "nfs"
+	if _, err := inject.New(cfg, k8s); err == nil || !strings.Contains(err.Error(), "node volume mode") {
+		t.Errorf("New(NodeVolume: nfs) = %v, want an error naming the node volume mode", err)
 	}
 }
 
