@@ -21,15 +21,17 @@ networkPolicy:
   webhookFrom: [{ipBlock: {cidr: 10.0.0.0/24}}]
   metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
   operatorEgress: [{to: [{ipBlock: {cidr: 10.0.0.1/32}}], ports: [{protocol: TCP, port: 6443}]}]
+  nodePrepEgress: [{to: [{ipBlock: {cidr: 10.0.0.1/32}}], ports: [{protocol: TCP, port: 6443}]}]
 `
 
 func tcpPort(p int) []networkingv1.NetworkPolicyPort {
 	return []networkingv1.NetworkPolicyPort{{Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(intstr.FromInt(p))}}
 }
 
-// checkNetworkPolicies checks the two policies as values sets them: the
-// operator's pods accept only the webhook and metrics ports (from the given
-// peers), the node preparation pods nothing in or out.
+// checkNetworkPolicies checks the two policies as networkPolicyValues sets
+// them: the operator's pods accept only the webhook and metrics ports (from
+// the given peers), the node pods nothing in, and in csi mode (the default)
+// reach only nodePrepEgress (their CSI driver reads pods from the API server).
 func checkNetworkPolicies(t *testing.T, op, np *networkingv1.NetworkPolicy, operatorPods, nodePrepPods map[string]string) {
 	t.Helper()
 	want := networkingv1.NetworkPolicySpec{
@@ -50,6 +52,7 @@ func checkNetworkPolicies(t *testing.T, op, np *networkingv1.NetworkPolicy, oper
 	wantNP := networkingv1.NetworkPolicySpec{
 		PodSelector: metav1.LabelSelector{MatchLabels: nodePrepPods},
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Egress:      want.Egress,
 	}
 	if diff := cmp.Diff(wantNP, np.Spec); diff != "" {
 		t.Errorf("nodeprep NetworkPolicy (-want +got):\n%s", diff)
@@ -76,8 +79,20 @@ func TestNetworkPolicies(t *testing.T) {
 	if diff := cmp.Diff(wantIngress, op.Spec.Ingress); diff != "" || len(op.Spec.PolicyTypes) != 1 || op.Spec.Egress != nil {
 		t.Errorf("operator policy without metrics and egress: types %v, egress %v, ingress (-want +got):\n%s", op.Spec.PolicyTypes, op.Spec.Egress, diff)
 	}
+	// csi mode without nodePrepEgress: nothing in, egress open (the
+	// driver must reach the API server); hostPath mode: nothing in or out.
+	for mode, wantTypes := range map[string][]networkingv1.PolicyType{
+		"csi":      {networkingv1.PolicyTypeIngress},
+		"hostPath": {networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+	} {
+		r = render(t, values(t, "networkPolicy: {enabled: true}\nsidecar: {nodeVolume: "+mode+"}"))
+		np = get[networkingv1.NetworkPolicy](t, r, "NetworkPolicy", "kalpc-nodeprep")
+		if diff := cmp.Diff(wantTypes, np.Spec.PolicyTypes); diff != "" || np.Spec.Ingress != nil || np.Spec.Egress != nil {
+			t.Errorf("%s mode: nodeprep policy ingress %v, egress %v, types (-want +got):\n%s", mode, np.Spec.Ingress, np.Spec.Egress, diff)
+		}
+	}
 	// No node preparation, no policy for it.
-	r = render(t, values(t, "networkPolicy: {enabled: true}\nnodePrep: {enabled: false}"))
+	r = render(t, values(t, "networkPolicy: {enabled: true}\nnodePrep: {enabled: false}\nsidecar: {nodeVolume: hostPath}"))
 	if r.find("NetworkPolicy", "kalpc-nodeprep") != nil {
 		t.Errorf("nodePrep.enabled=false still renders its NetworkPolicy")
 	}
