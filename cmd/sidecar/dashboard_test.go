@@ -78,7 +78,10 @@ func TestDashboardMetricsExist(t *testing.T) {
 	client := c.newPod("client", "client", nil)
 	intruder := c.newPod("intruder", "intruder", nil)
 	server.must("publish echo")
-	client.must("connect %s/echo hello", c.ns)
+	conn := int(client.must("connect %s/echo hello", c.ns)["conn"].(float64))
+	// A section between the two applications, for the section memory the
+	// applications export (pkg/alpc/alpcmetrics).
+	client.must("call %d %d", conn, 16<<20)
 	client.fails("rejected", "connect %s/echo reject-me", c.ns)
 	intruder.fails("denied", "connect %s/echo let-me-in", c.ns)
 
@@ -92,6 +95,21 @@ func TestDashboardMetricsExist(t *testing.T) {
 		for n := range scrapedNames(text) {
 			scraped[n] = true
 		}
+	}
+	// The section memory panels query what applications export with
+	// pkg/alpc/alpcmetrics: the sidecars never see sections.
+	var clientApp string
+	for _, p := range []*pod{server, client} {
+		text := p.must("app-metrics")["metrics"].(string)
+		if p == client {
+			clientApp = text
+		}
+		for n := range scrapedNames(text) {
+			scraped[n] = true
+		}
+	}
+	if !regexp.MustCompile(`(?m)^kalpc_process_section_memory_bytes [1-9]`).MatchString(clientApp) {
+		t.Errorf("the client application, after a 16 MiB call, exports no section memory:\n%s", clientApp)
 	}
 	for expr, names := range exprs {
 		for _, n := range names {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -23,10 +24,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sys/unix"
 
 	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/pkg/alpc"
+	"github.com/kalpc/kalpc/pkg/alpc/alpcmetrics"
 )
 
 // Environment of a pod process.
@@ -487,6 +491,13 @@ func (p *podApp) do(args []string) map[string]any {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return map[string]any{"ok": true, "metrics": string(b)}
+	case "app-metrics":
+		// What the application exports with pkg/alpc/alpcmetrics.
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(alpcmetrics.NewCollector())
+		rec := httptest.NewRecorder()
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return map[string]any{"ok": true, "metrics": rec.Body.String()}
 	case "connect-bench":
 		// connect-bench <port> <n> <in flight>: n connects (each followed
 		// by one small call and a close), that many at a time.
