@@ -190,13 +190,16 @@ type ConnectionPortStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// readyServers is the number of ready server endpoints over all nodes.
+	// Always written, 0 included, so that kubectl shows 0 rather than an
+	// empty column.
 	// +optional
-	ReadyServers int32 `json:"readyServers,omitempty"`
+	ReadyServers int32 `json:"readyServers"`
 
 	// nodes is the number of nodes with at least one ready server endpoint:
 	// clients on those nodes can connect.
+	// Always written, 0 included.
 	// +optional
-	Nodes int32 `json:"nodes,omitempty"`
+	Nodes int32 `json:"nodes"`
 
 	// endpoints lists the server pods of the port (selected by spec.servers,
 	// running, with the kalpc sidecar), grouped by node and sorted by node
@@ -244,6 +247,7 @@ type EndpointPod struct {
 // +kubebuilder:resource:scope=Namespaced,shortName=cport,categories=kalpc
 // +kubebuilder:printcolumn:name="Servers Ready",type=integer,JSONPath=`.status.readyServers`,description="Ready server endpoints over all nodes"
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodes`,description="Nodes with at least one ready server"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,description="Whether a ready server endpoint exists on some node (the Ready condition)"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ConnectionPort struct {
 	metav1.TypeMeta `json:",inline"`

@@ -45,6 +45,19 @@ func TestStatusConverges(t *testing.T) {
 		g.Expect(c.Reason).To(Equal(kalpcv1alpha1.ReasonNoReadyServers))
 		g.Expect(st.ObservedGeneration).To(Equal(int64(1)))
 	})
+	// The stored status says 0 (kubectl's SERVERS READY and NODES columns
+	// show 0, not an empty cell).
+	g.Eventually(func(g Gomega) {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(kalpcv1alpha1.GroupVersion.WithKind("ConnectionPort"))
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(port), u)).To(Succeed())
+		for _, f := range []string{"readyServers", "nodes"} {
+			v, found, err := unstructured.NestedInt64(u.Object, "status", f)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(found).To(BeTrue(), "status.%s is not stored", f)
+			g.Expect(v).To(BeZero())
+		}
+	}, timeout, interval).Should(Succeed())
 
 	echo := map[string]string{"app": "echo"}
 	a1 := serverPod(t, ns, "a1", "node-a", echo, true)
