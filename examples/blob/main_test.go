@@ -44,7 +44,7 @@ func TestBlob(t *testing.T) {
 			if err != nil {
 				t.Errorf("client %q: %v\n%s", c.args, err, out)
 			}
-			exampletest.Contains(t, out, append(c.want, "blob: all transfers verified")...)
+			exampletest.Contains(t, out, append(c.want, "client: connected to socket "+sock, "blob: all transfers verified")...)
 			if n := strings.Count(out, "matches"); n != 3 {
 				t.Errorf("client %q: %d hashes matched, want 3; output:\n%s", c.args, n, out)
 			}

@@ -132,7 +132,7 @@ func client(ctx context.Context, port, socket string, name string, wait time.Dur
 		log.Printf("client: server called back: %q", req.Payload())
 		return []byte(name), nil
 	})}
-	conn, err := connect(ctx, port, socket, []byte(name), cfg, wait)
+	conn, via, err := connect(ctx, port, socket, []byte(name), cfg, wait)
 	var rejected *alpc.RejectError
 	if errors.As(err, &rejected) {
 		return fmt.Errorf("%s was rejected by the server: %s", name, rejected.Reason)
@@ -141,7 +141,7 @@ func client(ctx context.Context, port, socket string, name string, wait time.Dur
 		return err
 	}
 	defer conn.Close()
-	log.Printf("client: connected; server said %q", conn.AcceptMessage())
+	log.Printf("client: connected to %s; server said %q", via, conn.AcceptMessage())
 
 	out, err := conn.Call(ctx, []byte("ping"))
 	if err != nil {
@@ -262,27 +262,22 @@ func describe(a alpc.Acceptor) string {
 
 // connect connects to the port: through the kalpc sidecar by
 // ConnectionPort name (alpc.Connect) in a pod that has one, else at its
-// socket path (alpc.Dial). It retries for up to wait while the server is
-// not there yet (a pod that has not published yet, or a process that has
-// not started listening), so client and server may start in any order.
-func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		var conn *alpc.Conn
-		var err error
-		if os.Getenv(alpc.EnvSocket) != "" {
-			conn, err = alpc.Connect(ctx, port, msg, cfg)
-		} else {
-			conn, err = alpc.Dial(ctx, socket, msg, cfg)
-		}
-		notYet := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable) || errors.Is(err, alpc.ErrNoPort)
-		if !notYet || time.Now().After(deadline) {
-			return conn, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+// socket path (alpc.Dial). With Config.WaitForServer it waits up to wait
+// for a server (a pod that has not published yet, or a process that has
+// not started listening), so client and server may start in any order. It
+// also says which way it went, for the log.
+func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, string, error) {
+	var c alpc.Config
+	if cfg != nil {
+		c = *cfg
 	}
+	c.WaitForServer = true
+	ctx, cancel := context.WithTimeout(ctx, wait) // bounds the handshake only
+	defer cancel()
+	if os.Getenv(alpc.EnvSocket) != "" {
+		conn, err := alpc.Connect(ctx, port, msg, &c)
+		return conn, "port " + port + " (through the kalpc sidecar)", err
+	}
+	conn, err := alpc.Dial(ctx, socket, msg, &c)
+	return conn, "socket " + socket, err
 }

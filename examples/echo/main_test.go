@@ -23,7 +23,7 @@ func TestEcho(t *testing.T) {
 		t.Fatalf("alice: %v\n%s", err, out)
 	}
 	exampletest.Contains(t, out,
-		`client: connected; server said "hello alice, I am pid`,
+		`client: connected to socket `+sock+`; server said "hello alice, I am pid`,
 		`client: call(ping) = "ping"`,
 		`client: server called back: "who are you?"`,
 		`client: call(shout) = "HELLO KALPC, alice!"`,

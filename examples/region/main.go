@@ -228,7 +228,7 @@ func (s *server) detach(ctx context.Context, conn *alpc.Conn) {
 
 func client(ctx context.Context, port, socket string, wait time.Duration) error {
 	cfg := &alpc.Config{AllowDirectAccess: true}
-	conn, err := connect(ctx, port, socket, []byte("region client"), cfg, wait)
+	conn, via, err := connect(ctx, port, socket, []byte("region client"), cfg, wait)
 	if err != nil {
 		return err
 	}
@@ -236,7 +236,7 @@ func client(ctx context.Context, port, socket string, wait time.Duration) error 
 	if !conn.Limits().DirectAccess {
 		return errors.New("direct access is not allowed on this connection (in Kubernetes: set the ConnectionPort's messagePolicy.directAccess)")
 	}
-	log.Printf("client: connected")
+	log.Printf("client: connected to %s", via)
 
 	reply, err := conn.Call(ctx, []byte("attach"))
 	if err != nil {
@@ -351,27 +351,22 @@ func describe(a alpc.Acceptor) string {
 
 // connect connects to the port: through the kalpc sidecar by
 // ConnectionPort name (alpc.Connect) in a pod that has one, else at its
-// socket path (alpc.Dial). It retries for up to wait while the server is
-// not there yet (a pod that has not published yet, or a process that has
-// not started listening), so client and server may start in any order.
-func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		var conn *alpc.Conn
-		var err error
-		if os.Getenv(alpc.EnvSocket) != "" {
-			conn, err = alpc.Connect(ctx, port, msg, cfg)
-		} else {
-			conn, err = alpc.Dial(ctx, socket, msg, cfg)
-		}
-		notYet := errors.Is(err, alpc.ErrNoServer) || errors.Is(err, alpc.ErrBrokerUnavailable) || errors.Is(err, alpc.ErrNoPort)
-		if !notYet || time.Now().After(deadline) {
-			return conn, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+// socket path (alpc.Dial). With Config.WaitForServer it waits up to wait
+// for a server (a pod that has not published yet, or a process that has
+// not started listening), so client and server may start in any order. It
+// also says which way it went, for the log.
+func connect(ctx context.Context, port, socket string, msg []byte, cfg *alpc.Config, wait time.Duration) (*alpc.Conn, string, error) {
+	var c alpc.Config
+	if cfg != nil {
+		c = *cfg
 	}
+	c.WaitForServer = true
+	ctx, cancel := context.WithTimeout(ctx, wait) // bounds the handshake only
+	defer cancel()
+	if os.Getenv(alpc.EnvSocket) != "" {
+		conn, err := alpc.Connect(ctx, port, msg, &c)
+		return conn, "port " + port + " (through the kalpc sidecar)", err
+	}
+	conn, err := alpc.Dial(ctx, socket, msg, &c)
+	return conn, "socket " + socket, err
 }

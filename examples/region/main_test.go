@@ -25,6 +25,7 @@ func TestRegion(t *testing.T) {
 			t.Fatalf("client %d: %v\n%s", i, err, out)
 		}
 		exampletest.Contains(t, out,
+			"client: connected to socket "+sock,
 			"client: granted catalog (1048576 bytes, read-only) and scratch (65536 bytes, read-write)",
 			"client: read the catalog in place; sha256 matches the server's",
 			"client: writing the catalog is refused: alpc: region is read-only",
