@@ -10,6 +10,7 @@ import (
 
 	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/internal/peertext"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
@@ -64,7 +65,7 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 	if err != nil {
 		return nil, err
 	}
-	pod, err := s.engine.Pod(ctx, s.self())
+	pod, err := s.engine.Pod(ctx, s.opts.Pod)
 	if err != nil {
 		return nil, refuse(ctl.CodeUnavailable, "cannot read this pod: %w", err)
 	}
@@ -80,7 +81,7 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 		pending: make(map[uint64]chan *ctl.Message), active: make(map[uint64]uint64)}
 	s.pubs[name] = pub
 	s.mu.Unlock()
-	ep, err := nodedir.Listen(s.dir.EndpointPath(ns, name, s.opts.Pod.UID))
+	ep, err := nodedir.Listen(s.dir.EndpointPath(ns, name, s.opts.Pod.PodUID))
 	if err == nil {
 		pub.endpoint = ep
 		err = pub.write(&ctl.Message{Type: ctl.TypePublished, Policy: policy.MessagePolicy(port)}, nil)
@@ -98,12 +99,6 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 		return nil, refuse(ctl.CodeUnavailable, "cannot create the endpoint: %w", err)
 	}
 	return pub, nil
-}
-
-// self is this sidecar's own pod as an identity.
-func (s *Sidecar) self() identity.Identity {
-	return identity.Identity{Namespace: s.opts.Pod.Namespace, PodName: s.opts.Pod.Name, PodUID: s.opts.Pod.UID,
-		ServiceAccount: s.opts.Pod.ServiceAccount, NodeName: s.opts.Pod.NodeName}
 }
 
 func (p *publication) write(m *ctl.Message, f *os.File) error {
@@ -244,9 +239,9 @@ func (p *publication) servePeer(c *net.UnixConn) {
 	s.metrics.ConnectDuration.WithLabelValues(metrics.RoleServer, result).Observe(time.Since(start).Seconds())
 }
 
-func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Identity, error) {
+func (p *publication) broker(ctx context.Context, c *net.UnixConn) (podid.Identity, error) {
 	s := p.s
-	var client identity.Identity
+	var client podid.Identity
 	token, err := s.token.Token()
 	if err != nil {
 		return client, refuse(ctl.CodeUnavailable, "server sidecar cannot read its token: %w", err)
@@ -282,7 +277,7 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 	if err != nil {
 		return client, err
 	}
-	pod, err := s.engine.Pod(ctx, s.self())
+	pod, err := s.engine.Pod(ctx, s.opts.Pod)
 	if err != nil {
 		return client, refuse(ctl.CodeUnavailable, "cannot read the server pod: %w", err)
 	}
@@ -302,7 +297,7 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 	}
 	if len(p.active) >= int(pol.MaxConnections) {
 		p.mu.Unlock()
-		return client, refuse(ctl.CodeLimit, "server pod %s has %d connections on %s (messagePolicy.maxConnections)", s.opts.Pod.Name, pol.MaxConnections, p.key)
+		return client, refuse(ctl.CodeLimit, "server pod %s has %d connections on %s (messagePolicy.maxConnections)", s.opts.Pod.PodName, pol.MaxConnections, p.key)
 	}
 	p.nextID++
 	id := p.nextID
@@ -314,8 +309,7 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 		delete(p.pending, id)
 		p.mu.Unlock()
 	}
-	peer := ctl.Identity{Namespace: client.Namespace, ServiceAccount: client.ServiceAccount, PodName: client.PodName, PodUID: client.PodUID}
-	if err := p.write(&ctl.Message{Type: ctl.TypeIncoming, ID: id, Peer: peer, Payload: m.Payload}, nil); err != nil {
+	if err := p.write(&ctl.Message{Type: ctl.TypeIncoming, ID: id, Peer: client, Payload: m.Payload}, nil); err != nil {
 		// The application no longer takes requests (typically: it is
 		// exiting, and this sidecar has not yet read the end of its
 		// control connection). The publication is dead: unpublish at once
@@ -354,11 +348,10 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 		return client, err
 	}
 	cid := s.conns.Add(connections.Connection{
-		Port: p.key,
-		Client: connections.Pod{Namespace: client.Namespace, Name: client.PodName, UID: client.PodUID,
-			ServiceAccount: client.ServiceAccount},
-		Server: s.selfPod(),
-		Node:   s.opts.Pod.NodeName,
+		Port:   p.key,
+		Client: connections.PodOf(client),
+		Server: connections.PodOf(s.opts.Pod),
+		Node:   s.opts.NodeName,
 		Since:  time.Now(),
 	})
 	p.mu.Lock()
@@ -372,7 +365,7 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 	p.active[id] = cid
 	p.mu.Unlock()
 	s.metrics.ActiveChannels.WithLabelValues(p.key).Inc()
-	if err := p.write(&ctl.Message{Type: ctl.TypeChannel, ID: id, Policy: pol, Peer: peer}, srvEnd); err != nil {
+	if err := p.write(&ctl.Message{Type: ctl.TypeChannel, ID: id, Policy: pol, Peer: client}, srvEnd); err != nil {
 		s.log.Warn("cannot hand the channel to the server application", "port", p.key, "error", err)
 		// The application never got its end, so it will never report it
 		// closed; the client sees the channel end when srvEnd is closed.
@@ -391,8 +384,8 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 // verifyPeer verifies a peer sidecar's token and binds it to the process
 // at the other end of c: the process holding the identity socket of the
 // token's pod on this node.
-func (s *Sidecar) verifyPeer(ctx context.Context, c *net.UnixConn, token string) (identity.Identity, error) {
-	var id identity.Identity
+func (s *Sidecar) verifyPeer(ctx context.Context, c *net.UnixConn, token string) (podid.Identity, error) {
+	var id podid.Identity
 	err := s.retryForbidden(ctx, func() error {
 		var err error
 		id, err = s.verifier.Verify(ctx, token)
@@ -414,10 +407,10 @@ func (s *Sidecar) verifyPeer(ctx context.Context, c *net.UnixConn, token string)
 	}
 	want, err := s.dir.IdentityProcess(ctx, id.PodUID)
 	if err != nil {
-		return id, refuse(ctl.CodeUnauthenticated, "token of %s presented, but that pod has no live sidecar on this node: %w", id, err)
+		return id, refuse(ctl.CodeUnauthenticated, "token of pod %s presented, but that pod has no live sidecar on this node: %w", id, err)
 	}
 	if got != want {
-		return id, refuse(ctl.CodeUnauthenticated, "token of %s presented by a process that is not that pod's sidecar (replayed token?)", id)
+		return id, refuse(ctl.CodeUnauthenticated, "token of pod %s presented by a process that is not that pod's sidecar (replayed token?)", id)
 	}
 	return id, nil
 }
