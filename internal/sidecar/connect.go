@@ -14,7 +14,6 @@ import (
 	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
-	"github.com/kalpc/kalpc/internal/sidecar/policy"
 )
 
 // connect serves an application's Connect request: the client side of
@@ -237,28 +236,4 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 		_ = f.Close()
 	}
 	return server, nil, nil, refuse(ctl.CodeUnavailable, "server sidecar answered with a %v message", resp.Type)
-}
-
-// verifyServer checks a server endpoint's identity: a valid token of a pod
-// whose UID names the endpoint, presented by that pod's sidecar, in the
-// port's namespace and selected by spec.servers (anti name-squatting).
-func (s *Sidecar) verifyServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid, token string) (podid.Identity, error) {
-	id, err := s.verifyPeer(ctx, pc, token)
-	if err != nil {
-		return id, err
-	}
-	if id.PodUID != uid {
-		return id, fmt.Errorf("endpoint of pod uid %s presented the token of pod %s", uid, id)
-	}
-	if id.Namespace != port.Namespace {
-		return id, fmt.Errorf("pod %s is not in the port's namespace %s", id, port.Namespace)
-	}
-	pod, err := s.engine.Pod(ctx, id)
-	if err != nil {
-		return id, err
-	}
-	if err := policy.MayServe(port, pod); err != nil {
-		return id, err
-	}
-	return id, nil
 }
