@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
-	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/policy"
 )
 
@@ -289,7 +289,7 @@ func checkPorts(t *testing.T, scheme *runtime.Scheme, m *manifest) {
 				}
 			case "client":
 				sa := cmp.Or(pod.Spec.ServiceAccountName, "default")
-				id := identity.Identity{Namespace: pod.Namespace, ServiceAccount: sa, PodName: pod.Name, PodUID: string(pod.UID)}
+				id := podid.Identity{Namespace: pod.Namespace, ServiceAccount: sa, PodName: pod.Name, PodUID: string(pod.UID)}
 				if err := engine.Authorize(context.Background(), port, id); err != nil {
 					t.Errorf("%s/%s: %v", pod.Name, c.Name, err)
 				}

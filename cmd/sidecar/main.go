@@ -29,6 +29,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/httpauth"
@@ -114,8 +115,9 @@ func run(args []string) error {
 		PodSocket: cfg.podSocket,
 		NodeDir:   cfg.nodeDir,
 		TokenFile: cfg.tokenFile,
-		Pod: sidecar.Pod{Name: cfg.podName, Namespace: cfg.podNamespace, UID: cfg.podUID,
-			NodeName: cfg.nodeName, ServiceAccount: cfg.serviceAccount},
+		Pod: podid.Identity{Namespace: cfg.podNamespace, PodName: cfg.podName, PodUID: cfg.podUID,
+			ServiceAccount: cfg.serviceAccount},
+		NodeName:     cfg.nodeName,
 		Reader:       informers,
 		APIReader:    direct,
 		TokenReviews: authn.TokenReviews(),

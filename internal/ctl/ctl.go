@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/kalpc/kalpc/internal/podid"
 )
 
 // Protocol constants.
@@ -151,14 +153,6 @@ func (c Code) String() string {
 	return fmt.Sprintf("code(%d)", uint16(c))
 }
 
-// Identity is a pod's identity as verified by a sidecar.
-type Identity struct {
-	Namespace      string
-	ServiceAccount string
-	PodName        string
-	PodUID         string
-}
-
 // Policy is a port's message policy, handed to both applications of a
 // channel.
 type Policy struct {
@@ -181,7 +175,7 @@ type Message struct {
 	Payload   []byte
 	Reason    string
 	Code      Code
-	Peer      Identity
+	Peer      podid.Identity
 	Policy    Policy
 }
 
@@ -384,7 +378,7 @@ func (e *encoder) code(c Code) {
 	e.u16(uint16(c))
 }
 
-func (e *encoder) identity(id *Identity) {
+func (e *encoder) identity(id *podid.Identity) {
 	e.str(id.Namespace, MaxName)
 	e.str(id.ServiceAccount, MaxName)
 	e.str(id.PodName, MaxName)
@@ -521,7 +515,7 @@ func (d *decoder) code() Code {
 	return c
 }
 
-func (d *decoder) identity(id *Identity) {
+func (d *decoder) identity(id *podid.Identity) {
 	id.Namespace = d.str("peer namespace", MaxName)
 	id.ServiceAccount = d.str("peer service account", MaxName)
 	id.PodName = d.str("peer pod name", MaxName)

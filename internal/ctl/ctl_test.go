@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kalpc/kalpc/internal/podid"
 )
 
 func sampleMessages() []*Message {
 	pol := Policy{InlineLimit: 64512, MaxMessageBytes: 1 << 28, MaxSectionBytes: 1 << 28, MaxPendingMessages: 1024, MaxConnections: 10, DirectAccess: true}
-	peer := Identity{Namespace: "apps", ServiceAccount: "client", PodName: "client-0", PodUID: "2b7c9f6e-0000-4000-8000-000000000001"}
+	peer := podid.Identity{Namespace: "apps", ServiceAccount: "client", PodName: "client-0", PodUID: "2b7c9f6e-0000-4000-8000-000000000001"}
 	return []*Message{
 		{Type: TypePublish, Name: "echo"},
 		{Type: TypePublished, Policy: pol},

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
-	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 )
 
@@ -46,7 +46,7 @@ func (s *Sidecar) serveApp(c *net.UnixConn) {
 	m, f, err := ctl.Read(c)
 	stop()
 	cancel()
-	_ = c.SetDeadline(noDeadline)
+	_ = c.SetDeadline(time.Time{})
 	if f != nil {
 		_ = f.Close() // unreachable: requests carry no descriptors
 	}
@@ -70,5 +70,5 @@ func (s *Sidecar) serveApp(c *net.UnixConn) {
 // replyError answers an application's first message with an error. Errors
 // for later messages travel on their own request ids.
 func (s *Sidecar) replyError(c *net.UnixConn, code ctl.Code, reason string) {
-	_ = ctl.Write(c, &ctl.Message{Type: ctl.TypeError, Code: code, Reason: peertext.Truncate(reason, ctl.MaxErrorMessage)}, nil)
+	_ = ctl.Write(c, refusalMessage(ctl.TypeError, 0, code, reason), nil)
 }

@@ -11,10 +11,9 @@ import (
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/ctl"
-	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
-	"github.com/kalpc/kalpc/internal/sidecar/policy"
 )
 
 // connect serves an application's Connect request: the client side of
@@ -50,14 +49,14 @@ func (s *Sidecar) connect(c *net.UnixConn, m *ctl.Message) {
 // connectVia tries the port's endpoints on this node in round-robin order,
 // skipping dead ones and ones that fail identity verification, and hands the
 // application its end of the channel.
-func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name string, msg []byte) (identity.Identity, error) {
+func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name string, msg []byte) (podid.Identity, error) {
 	port, err := s.engine.Port(ctx, ns, name)
 	if err != nil {
-		return identity.Identity{}, err
+		return podid.Identity{}, err
 	}
 	uids, err := s.dir.Endpoints(ns, name)
 	if err != nil {
-		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot list the endpoints of %s/%s: %w", ns, name, err)
+		return podid.Identity{}, refuse(ctl.CodeUnavailable, "cannot list the endpoints of %s/%s: %w", ns, name, err)
 	}
 	key := ns + "/" + name
 	s.mu.Lock()
@@ -108,8 +107,7 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 		case err != nil:
 			return server, err
 		}
-		peer := ctl.Identity{Namespace: server.Namespace, ServiceAccount: server.ServiceAccount, PodName: server.PodName, PodUID: server.PodUID}
-		err = ctl.Write(app, &ctl.Message{Type: ctl.TypeChannel, Policy: resp.Policy, Peer: peer, Payload: resp.Payload}, f)
+		err = ctl.Write(app, &ctl.Message{Type: ctl.TypeChannel, Policy: resp.Policy, Peer: server, Payload: resp.Payload}, f)
 		_ = f.Close()
 		if err != nil {
 			return server, fmt.Errorf("cannot hand the channel to the application: %w", err)
@@ -117,18 +115,18 @@ func (s *Sidecar) connectVia(ctx context.Context, app *net.UnixConn, ns, name st
 		return server, nil
 	}
 	if len(identityErrs) > 0 {
-		return identity.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
+		return podid.Identity{}, refuse(ctl.CodeServerIdentity, "no server endpoint of %s on this node passed identity verification: %w", key, errors.Join(identityErrs...))
 	}
 	if len(busy) > 0 {
-		return identity.Identity{}, refuse(ctl.CodeLimit, "every server endpoint of %s that answered is busy: %w", key, errors.Join(busy...))
+		return podid.Identity{}, refuse(ctl.CodeLimit, "every server endpoint of %s that answered is busy: %w", key, errors.Join(busy...))
 	}
 	if len(reasons) > 0 {
-		return identity.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
+		return podid.Identity{}, refuse(ctl.CodeUnavailable, "cannot verify the server endpoints of %s now: %w", key, errors.Join(reasons...))
 	}
 	if silent > 0 {
-		return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s (%d endpoint(s) did not answer within %v); %s", key, s.opts.Pod.NodeName, silent, s.opts.EndpointAnswerTimeout, serversRun(port, s.opts.Pod.NodeName))
+		return podid.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s (%d endpoint(s) did not answer within %v); %s", key, s.opts.NodeName, silent, s.opts.EndpointAnswerTimeout, serversRun(port, s.opts.NodeName))
 	}
-	return identity.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s; %s", key, s.opts.Pod.NodeName, serversRun(port, s.opts.Pod.NodeName))
+	return podid.Identity{}, refuse(ctl.CodeNoServer, "no live server of %s on node %s; %s", key, s.opts.NodeName, serversRun(port, s.opts.NodeName))
 }
 
 // maxNodesNamed bounds the nodes a no-server refusal names.
@@ -163,8 +161,8 @@ func serversRun(port *kalpcv1alpha1.ConnectionPort, here string) string {
 // tryServer runs the client side of the handshake with one server
 // endpoint. The client's token is sent only after the server's identity
 // has been verified.
-func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid string, msg []byte) (identity.Identity, *ctl.Message, *os.File, error) {
-	var server identity.Identity
+func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid string, msg []byte) (podid.Identity, *ctl.Message, *os.File, error) {
+	var server podid.Identity
 	// A server sidecar answers at once (its hello needs no API call), so
 	// the first answer has its own short bound: an endpoint that accepts
 	// and stays silent (planted, or a hung process) costs this, not the
@@ -238,28 +236,4 @@ func (s *Sidecar) tryServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1
 		_ = f.Close()
 	}
 	return server, nil, nil, refuse(ctl.CodeUnavailable, "server sidecar answered with a %v message", resp.Type)
-}
-
-// verifyServer checks a server endpoint's identity: a valid token of a pod
-// whose UID names the endpoint, presented by that pod's sidecar, in the
-// port's namespace and selected by spec.servers (anti name-squatting).
-func (s *Sidecar) verifyServer(ctx context.Context, pc *net.UnixConn, port *kalpcv1alpha1.ConnectionPort, uid, token string) (identity.Identity, error) {
-	id, err := s.verifyPeer(ctx, pc, token)
-	if err != nil {
-		return id, err
-	}
-	if id.PodUID != uid {
-		return id, fmt.Errorf("endpoint of pod uid %s presented the token of %s", uid, id)
-	}
-	if id.Namespace != port.Namespace {
-		return id, fmt.Errorf("%s is not in the port's namespace %s", id, port.Namespace)
-	}
-	pod, err := s.engine.Pod(ctx, id)
-	if err != nil {
-		return id, err
-	}
-	if err := policy.MayServe(port, pod); err != nil {
-		return id, err
-	}
-	return id, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/kalpc/kalpc/internal/ctl"
+	"github.com/kalpc/kalpc/internal/peertext"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/policy"
@@ -22,6 +23,15 @@ func (r *refusal) Unwrap() error { return r.err }
 
 func refuse(code ctl.Code, format string, args ...any) error {
 	return &refusal{code: code, err: fmt.Errorf(format, args...)}
+}
+
+// refusalMessage is the message that refuses request id (0 for a
+// connection's first request): t is TypeError to an application and
+// TypePeerRefused to a client sidecar. It is the one place a refusal's
+// reason is made safe to send (package peertext): valid UTF-8, at most
+// what the protocol carries.
+func refusalMessage(t ctl.Type, id uint64, code ctl.Code, reason string) *ctl.Message {
+	return &ctl.Message{Type: t, ID: id, Code: code, Reason: peertext.Truncate(reason, ctl.MaxErrorMessage)}
 }
 
 // errServerIdentity marks a server endpoint that failed verification; the

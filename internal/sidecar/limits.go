@@ -25,14 +25,11 @@ type refusalLog struct {
 // empty: the write does not block). It counts the refusal and logs at most
 // once per refusalLogInterval.
 func (s *Sidecar) refuseConn(c *net.UnixConn, listener string, limit int) {
-	var m *ctl.Message
+	typ, reason := ctl.TypePeerRefused, "the server's kalpc sidecar has its most peer connections open (--max-peer-connections)"
 	if listener == metrics.ListenerPod {
-		m = &ctl.Message{Type: ctl.TypeError, Code: ctl.CodeLimit,
-			Reason: "the pod's kalpc sidecar has its most connections open (--max-app-connections)"}
-	} else {
-		m = &ctl.Message{Type: ctl.TypePeerRefused, Code: ctl.CodeLimit,
-			Reason: "the server's kalpc sidecar has its most peer connections open (--max-peer-connections)"}
+		typ, reason = ctl.TypeError, "the pod's kalpc sidecar has its most connections open (--max-app-connections)"
 	}
+	m := refusalMessage(typ, 0, ctl.CodeLimit, reason)
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_ = ctl.Write(c, m, nil)
 	_ = c.Close()

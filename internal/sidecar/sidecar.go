@@ -16,21 +16,13 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
 	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
 	"github.com/kalpc/kalpc/internal/sidecar/policy"
 )
-
-// Pod is the identity of the sidecar's own pod, from the downward API.
-type Pod struct {
-	Name           string
-	Namespace      string
-	UID            string
-	NodeName       string
-	ServiceAccount string
-}
 
 // DefaultEndpointAnswerTimeout is Options.EndpointAnswerTimeout's default:
 // a server sidecar's first answer needs no API call, only its token file.
@@ -59,8 +51,12 @@ type Options struct {
 	NodeDir string
 	// TokenFile is the projected token presented to peers (required).
 	TokenFile string
-	// Pod is this sidecar's pod (Name, Namespace and UID required).
-	Pod Pod
+	// Pod is this sidecar's own pod, from the downward API (Namespace,
+	// PodName and PodUID required).
+	Pod podid.Identity
+	// NodeName is the node the pod runs on, from the downward API. When
+	// set, peers' tokens of pods bound to another node are refused.
+	NodeName string
 	// Reader reads ConnectionPorts and Namespaces, normally from an
 	// informer cache (required).
 	Reader client.Reader
@@ -138,7 +134,7 @@ func New(opts Options) (*Sidecar, error) {
 	switch {
 	case opts.PodSocket == "", opts.NodeDir == "", opts.TokenFile == "":
 		return nil, errors.New("sidecar: pod socket, node directory and token file are required")
-	case opts.Pod.Name == "" || opts.Pod.Namespace == "" || !nodedir.ValidUID(opts.Pod.UID):
+	case opts.Pod.PodName == "" || opts.Pod.Namespace == "" || !nodedir.ValidUID(opts.Pod.PodUID):
 		return nil, fmt.Errorf("sidecar: pod name, namespace and a valid UID are required (got %+v)", opts.Pod)
 	case opts.Reader == nil || opts.APIReader == nil || opts.TokenReviews == nil:
 		return nil, errors.New("sidecar: API readers and the TokenReview client are required")
@@ -183,7 +179,7 @@ func New(opts Options) (*Sidecar, error) {
 
 		stopping: make(chan struct{}),
 	}
-	s.verifier = &identity.Verifier{Reviews: opts.TokenReviews, NodeName: opts.Pod.NodeName}
+	s.verifier = &identity.Verifier{Reviews: opts.TokenReviews, NodeName: opts.NodeName}
 	s.engine = &policy.Engine{Reader: opts.Reader, Pods: &policy.CachedPods{Client: forbiddenRetrier{s: s, r: opts.APIReader}}}
 	return s, nil
 }
@@ -199,7 +195,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	// No "pod" key: Log carries it (see Options.Log).
 	s.log.Info("sidecar serving", "podSocket", s.opts.PodSocket, "nodeDir", s.opts.NodeDir,
-		"podUID", s.opts.Pod.UID)
+		"podUID", s.opts.Pod.PodUID)
 	s.wg.Add(2)
 	go s.acceptApps()
 	go s.maintain()
@@ -215,10 +211,10 @@ func (s *Sidecar) start() error {
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	s.sweep()
-	id, err := nodedir.Listen(s.dir.IdentityPath(s.opts.Pod.UID))
+	id, err := nodedir.Listen(s.dir.IdentityPath(s.opts.Pod.PodUID))
 	if err != nil {
 		if errors.Is(err, nodedir.ErrInUse) {
-			return fmt.Errorf("sidecar: another live process holds the identity socket of pod %s: %w", s.opts.Pod.UID, err)
+			return fmt.Errorf("sidecar: another live process holds the identity socket of pod %s: %w", s.opts.Pod.PodUID, err)
 		}
 		return fmt.Errorf("sidecar: %w", err)
 	}
@@ -363,11 +359,5 @@ func (s *Sidecar) track(c *net.UnixConn, add bool) {
 // connections for exactly what that means). The sidecar mounts it at
 // connections.Path on its metrics server.
 func (s *Sidecar) ConnectionsHandler() http.Handler {
-	return s.conns.Handler(connections.List{Pod: s.selfPod(), Node: s.opts.Pod.NodeName, SidecarStarted: s.started})
-}
-
-// selfPod is this sidecar's own pod as a connection end.
-func (s *Sidecar) selfPod() connections.Pod {
-	return connections.Pod{Namespace: s.opts.Pod.Namespace, Name: s.opts.Pod.Name, UID: s.opts.Pod.UID,
-		ServiceAccount: s.opts.Pod.ServiceAccount}
+	return s.conns.Handler(connections.List{Pod: connections.PodOf(s.opts.Pod), Node: s.opts.NodeName, SidecarStarted: s.started})
 }

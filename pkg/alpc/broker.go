@@ -11,6 +11,7 @@ import (
 
 	"github.com/kalpc/kalpc/internal/ctl"
 	"github.com/kalpc/kalpc/internal/peertext"
+	"github.com/kalpc/kalpc/internal/podid"
 )
 
 // EnvSocket names the environment variable holding the path of the pod's
@@ -79,17 +80,13 @@ func (e *BrokerError) Error() string {
 func (e *BrokerError) Unwrap() error { return e.Err }
 
 // Identity is a peer pod's identity as verified by the broker, never as
-// claimed by the peer: in Kubernetes, from its ServiceAccount token.
-type Identity struct {
-	Namespace      string
-	ServiceAccount string
-	PodName        string
-	PodUID         string
-}
-
-func (id Identity) String() string {
-	return fmt.Sprintf("%s/%s (serviceaccount %s, uid %s)", id.Namespace, id.PodName, id.ServiceAccount, id.PodUID)
-}
+// claimed by the peer: in Kubernetes, from its ServiceAccount token. Its
+// fields are Namespace, ServiceAccount, PodName and PodUID; String
+// describes it as "namespace/pod (serviceaccount SA, uid UID)".
+//
+// It is the one pod-identity type of kalpc, shared with the sidecar and
+// carried on the control protocol as it is.
+type Identity = podid.Identity
 
 // Policy is a brokered port's message policy (a ConnectionPort's
 // messagePolicy). Publish and Connect apply it to the Config of every

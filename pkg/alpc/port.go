@@ -173,7 +173,7 @@ func (p *Port) readLoop() {
 		}
 		switch m.Type {
 		case ctl.TypeIncoming:
-			id := Identity(m.Peer)
+			id := m.Peer
 			r := &ConnRequest{
 				Message: m.Payload,
 				Peer:    Peer{Identity: &id},

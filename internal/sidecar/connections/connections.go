@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/kalpc/kalpc/internal/podid"
 )
 
 // Path is where the sidecar serves the list, on its metrics server.
@@ -23,6 +25,12 @@ type Pod struct {
 	UID string `json:"uid"`
 	// ServiceAccount is the pod's ServiceAccount.
 	ServiceAccount string `json:"serviceAccount,omitempty"`
+}
+
+// PodOf is a verified identity in the list's JSON form: the one place a
+// podid.Identity becomes a Pod.
+func PodOf(id podid.Identity) Pod {
+	return Pod{Namespace: id.Namespace, Name: id.PodName, UID: id.PodUID, ServiceAccount: id.ServiceAccount}
 }
 
 // Connection is one brokered connection whose channel is, as far as the

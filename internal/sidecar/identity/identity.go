@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/ttlcache"
 )
 
@@ -36,21 +37,6 @@ var ErrUnauthenticated = errors.New("token not authenticated")
 // ErrReview means the token could not be reviewed (API server unreachable
 // or this sidecar not yet authorized); retrying may succeed.
 var ErrReview = errors.New("token review failed")
-
-// Identity is a pod's verified identity.
-type Identity struct {
-	Namespace      string
-	ServiceAccount string
-	PodName        string
-	PodUID         string
-	// NodeName is the node the pod was bound to when the token was issued,
-	// when the API server reports it.
-	NodeName string
-}
-
-func (id Identity) String() string {
-	return fmt.Sprintf("pod %s/%s (uid %s, serviceaccount %s)", id.Namespace, id.PodName, id.PodUID, id.ServiceAccount)
-}
 
 // TokenFile is the path of a projected token. The kubelet replaces the
 // file before the token expires, so it is read on every use.
@@ -84,7 +70,7 @@ type Verifier struct {
 	CacheTTL time.Duration
 
 	once  sync.Once
-	cache *ttlcache.Cache[[32]byte, Identity]
+	cache *ttlcache.Cache[[32]byte, podid.Identity]
 }
 
 // DefaultCacheTTL is Verifier.CacheTTL's default.
@@ -96,40 +82,40 @@ const MaxCachedTokens = 4096
 // Verify reviews token and returns the identity of the pod it is bound to.
 // The error matches ErrUnauthenticated when the token is refused, and
 // ErrReview when it could not be reviewed.
-func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+func (v *Verifier) Verify(ctx context.Context, token string) (podid.Identity, error) {
 	v.once.Do(func() {
 		ttl := v.CacheTTL
 		if ttl == 0 {
 			ttl = DefaultCacheTTL
 		}
-		v.cache = &ttlcache.Cache[[32]byte, Identity]{TTL: ttl, MaxEntries: MaxCachedTokens}
+		v.cache = &ttlcache.Cache[[32]byte, podid.Identity]{TTL: ttl, MaxEntries: MaxCachedTokens}
 	})
-	return v.cache.Get(ctx, sha256.Sum256([]byte(token)), func(ctx context.Context) (Identity, error) {
+	return v.cache.Get(ctx, sha256.Sum256([]byte(token)), func(ctx context.Context) (podid.Identity, error) {
 		tr, err := v.Reviews.Create(ctx, &authnv1.TokenReview{
 			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{Audience}},
 		}, metav1.CreateOptions{})
 		if err != nil {
-			return Identity{}, fmt.Errorf("%w: %w", ErrReview, err)
+			return podid.Identity{}, fmt.Errorf("%w: %w", ErrReview, err)
 		}
 		return v.identity(&tr.Status)
 	})
 }
 
-func (v *Verifier) identity(st *authnv1.TokenReviewStatus) (Identity, error) {
+func (v *Verifier) identity(st *authnv1.TokenReviewStatus) (podid.Identity, error) {
 	if !st.Authenticated {
 		reason := st.Error
 		if reason == "" {
 			reason = "the API server did not authenticate it"
 		}
-		return Identity{}, fmt.Errorf("%w: %s", ErrUnauthenticated, reason)
+		return podid.Identity{}, fmt.Errorf("%w: %s", ErrUnauthenticated, reason)
 	}
 	if !slices.Contains(st.Audiences, Audience) {
-		return Identity{}, fmt.Errorf("%w: not valid for audience %s", ErrUnauthenticated, Audience)
+		return podid.Identity{}, fmt.Errorf("%w: not valid for audience %s", ErrUnauthenticated, Audience)
 	}
 	rest, ok := strings.CutPrefix(st.User.Username, "system:serviceaccount:")
 	ns, sa, ok2 := strings.Cut(rest, ":")
 	if !ok || !ok2 || ns == "" || sa == "" {
-		return Identity{}, fmt.Errorf("%w: %q is not a ServiceAccount", ErrUnauthenticated, st.User.Username)
+		return podid.Identity{}, fmt.Errorf("%w: %q is not a ServiceAccount", ErrUnauthenticated, st.User.Username)
 	}
 	one := func(key string) (string, bool) {
 		vals := st.User.Extra[key]
@@ -141,14 +127,11 @@ func (v *Verifier) identity(st *authnv1.TokenReviewStatus) (Identity, error) {
 	name, ok := one(ExtraPodName)
 	uid, ok2 := one(ExtraPodUID)
 	if !ok || !ok2 {
-		return Identity{}, fmt.Errorf("%w: token of %s/%s is not bound to a pod", ErrUnauthenticated, ns, sa)
+		return podid.Identity{}, fmt.Errorf("%w: token of %s/%s is not bound to a pod", ErrUnauthenticated, ns, sa)
 	}
-	id := Identity{Namespace: ns, ServiceAccount: sa, PodName: name, PodUID: uid}
-	if node, ok := one(ExtraNodeName); ok {
-		id.NodeName = node
-		if v.NodeName != "" && node != v.NodeName {
-			return Identity{}, fmt.Errorf("%w: token of %s runs on node %s, not on this node %s", ErrUnauthenticated, id, node, v.NodeName)
-		}
+	id := podid.Identity{Namespace: ns, ServiceAccount: sa, PodName: name, PodUID: uid}
+	if node, ok := one(ExtraNodeName); ok && v.NodeName != "" && node != v.NodeName {
+		return podid.Identity{}, fmt.Errorf("%w: token of pod %s runs on node %s, not on this node %s", ErrUnauthenticated, id, node, v.NodeName)
 	}
 	return id, nil
 }

@@ -16,7 +16,7 @@ import (
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
 	"github.com/kalpc/kalpc/internal/ctl"
-	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/ttlcache"
 )
 
@@ -93,7 +93,7 @@ func MayServe(port *kalpcv1alpha1.ConnectionPort, pod *corev1.Pod) error {
 
 // Pod returns the pod of a verified identity, checking that it still has
 // the identity's UID.
-func (e *Engine) Pod(ctx context.Context, id identity.Identity) (*corev1.Pod, error) {
+func (e *Engine) Pod(ctx context.Context, id podid.Identity) (*corev1.Pod, error) {
 	pod, err := e.Pods.Get(ctx, id.Namespace, id.PodName)
 	if err != nil {
 		return nil, apiError(err, "failed to get pod %s/%s", id.Namespace, id.PodName)
@@ -106,13 +106,13 @@ func (e *Engine) Pod(ctx context.Context, id identity.Identity) (*corev1.Pod, er
 
 // Authorize reports whether the verified client may connect to port. The
 // error matches ErrDenied when no rule allows it.
-func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, client identity.Identity) error {
+func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, client podid.Identity) error {
 	rules := port.Spec.Clients
 	if len(rules) == 0 {
 		if client.Namespace == port.Namespace {
 			return nil
 		}
-		return fmt.Errorf("%w: %s is not in namespace %s, and ConnectionPort %s/%s has no client rules", ErrDenied, client, port.Namespace, port.Namespace, port.Name)
+		return fmt.Errorf("%w: pod %s is not in namespace %s, and ConnectionPort %s/%s has no client rules", ErrDenied, client, port.Namespace, port.Namespace, port.Name)
 	}
 	var errs []error
 	for i := range rules {
@@ -134,12 +134,12 @@ func (e *Engine) Authorize(ctx context.Context, port *kalpcv1alpha1.ConnectionPo
 				kind = ErrUnavailable
 			}
 		}
-		return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s that could be evaluated (%w)", kind, client, port.Namespace, port.Name, errors.Join(errs...))
+		return fmt.Errorf("%w: pod %s matches no client rule of ConnectionPort %s/%s that could be evaluated (%w)", kind, client, port.Namespace, port.Name, errors.Join(errs...))
 	}
-	return fmt.Errorf("%w: %s matches no client rule of ConnectionPort %s/%s", ErrDenied, client, port.Namespace, port.Name)
+	return fmt.Errorf("%w: pod %s matches no client rule of ConnectionPort %s/%s", ErrDenied, client, port.Namespace, port.Name)
 }
 
-func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, r *kalpcv1alpha1.ClientRule, c identity.Identity) (bool, error) {
+func (e *Engine) matches(ctx context.Context, port *kalpcv1alpha1.ConnectionPort, r *kalpcv1alpha1.ClientRule, c podid.Identity) (bool, error) {
 	if r.Namespaces == nil && r.NamespaceSelector == nil {
 		if c.Namespace != port.Namespace {
 			return false, nil

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	kalpcv1alpha1 "github.com/kalpc/kalpc/api/v1alpha1"
-	"github.com/kalpc/kalpc/internal/sidecar/identity"
+	"github.com/kalpc/kalpc/internal/podid"
 )
 
 // The rule evaluation is a pure function of the objects it reads, so a
@@ -32,16 +32,16 @@ func TestAuthorize(t *testing.T) {
 	}
 	r := fake.NewClientBuilder().WithScheme(scheme).WithRuntimeObjects(objs...).Build()
 	e := &Engine{Reader: r, Pods: &CachedPods{Client: r}}
-	web := identity.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
-	job := identity.Identity{Namespace: "team-a", ServiceAccount: "batch", PodName: "job", PodUID: "u-job"}
-	ownNS := identity.Identity{Namespace: "srv", ServiceAccount: "x", PodName: "p", PodUID: "u-p"}
+	web := podid.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
+	job := podid.Identity{Namespace: "team-a", ServiceAccount: "batch", PodName: "job", PodUID: "u-job"}
+	ownNS := podid.Identity{Namespace: "srv", ServiceAccount: "x", PodName: "p", PodUID: "u-p"}
 	sel := func(k, v string) *kalpcv1alpha1.LabelSelector {
 		return &kalpcv1alpha1.LabelSelector{MatchLabels: map[string]string{k: v}}
 	}
 	tests := []struct {
 		name   string
 		rules  []kalpcv1alpha1.ClientRule
-		client identity.Identity
+		client podid.Identity
 		allow  bool
 	}{
 		{"no rules, own namespace", nil, ownNS, true},
@@ -55,10 +55,10 @@ func TestAuthorize(t *testing.T) {
 		{"pod selector", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}}, web, true},
 		{"pod selector mismatch", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}}, job, false},
 		{"pod replaced (uid differs)", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}},
-			identity.Identity{Namespace: "team-a", PodName: "web", PodUID: "old"}, false},
+			podid.Identity{Namespace: "team-a", PodName: "web", PodUID: "old"}, false},
 		{"rules are ORed", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-b"}}, {Namespaces: []string{"team-a"}, ServiceAccounts: []string{"batch"}}}, job, true},
 		{"pod deleted", []kalpcv1alpha1.ClientRule{{Namespaces: []string{"team-a"}, PodSelector: sel("role", "web")}},
-			identity.Identity{Namespace: "team-a", PodName: "gone", PodUID: "u-gone"}, false},
+			podid.Identity{Namespace: "team-a", PodName: "gone", PodUID: "u-gone"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,7 +110,7 @@ func TestAuthorizeAPIDown(t *testing.T) {
 		},
 	}).Build()
 	e := &Engine{Reader: r, Pods: &CachedPods{Client: r}}
-	web := identity.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
+	web := podid.Identity{Namespace: "team-a", ServiceAccount: "web", PodName: "web", PodUID: "u-web"}
 	for _, c := range []struct {
 		name  string
 		rules []kalpcv1alpha1.ClientRule

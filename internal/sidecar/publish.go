@@ -9,9 +9,8 @@ import (
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
-	"github.com/kalpc/kalpc/internal/peertext"
+	"github.com/kalpc/kalpc/internal/podid"
 	"github.com/kalpc/kalpc/internal/sidecar/connections"
-	"github.com/kalpc/kalpc/internal/sidecar/identity"
 	"github.com/kalpc/kalpc/internal/sidecar/metrics"
 	"github.com/kalpc/kalpc/internal/sidecar/nodedir"
 	"github.com/kalpc/kalpc/internal/sidecar/policy"
@@ -64,7 +63,7 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 	if err != nil {
 		return nil, err
 	}
-	pod, err := s.engine.Pod(ctx, s.self())
+	pod, err := s.engine.Pod(ctx, s.opts.Pod)
 	if err != nil {
 		return nil, refuse(ctl.CodeUnavailable, "cannot read this pod: %w", err)
 	}
@@ -80,7 +79,7 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 		pending: make(map[uint64]chan *ctl.Message), active: make(map[uint64]uint64)}
 	s.pubs[name] = pub
 	s.mu.Unlock()
-	ep, err := nodedir.Listen(s.dir.EndpointPath(ns, name, s.opts.Pod.UID))
+	ep, err := nodedir.Listen(s.dir.EndpointPath(ns, name, s.opts.Pod.PodUID))
 	if err == nil {
 		pub.endpoint = ep
 		err = pub.write(&ctl.Message{Type: ctl.TypePublished, Policy: policy.MessagePolicy(port)}, nil)
@@ -100,17 +99,11 @@ func (s *Sidecar) startPublication(c *net.UnixConn, name string) (*publication, 
 	return pub, nil
 }
 
-// self is this sidecar's own pod as an identity.
-func (s *Sidecar) self() identity.Identity {
-	return identity.Identity{Namespace: s.opts.Pod.Namespace, PodName: s.opts.Pod.Name, PodUID: s.opts.Pod.UID,
-		ServiceAccount: s.opts.Pod.ServiceAccount, NodeName: s.opts.Pod.NodeName}
-}
-
 func (p *publication) write(m *ctl.Message, f *os.File) error {
 	p.writeMu.Lock()
 	defer p.writeMu.Unlock()
 	_ = p.app.SetWriteDeadline(time.Now().Add(p.s.opts.HandshakeTimeout))
-	defer func() { _ = p.app.SetWriteDeadline(noDeadline) }()
+	defer func() { _ = p.app.SetWriteDeadline(time.Time{}) }()
 	return ctl.Write(p.app, m, f)
 }
 
@@ -136,21 +129,14 @@ func (p *publication) readApp() {
 			p.mu.Unlock()
 			if ch == nil {
 				if m.Type == ctl.TypeAccept {
-					_ = p.write(&ctl.Message{Type: ctl.TypeError, ID: m.ID, Code: ctl.CodeUnavailable,
-						Reason: "the connection request expired or its client went away"}, nil)
+					_ = p.write(refusalMessage(ctl.TypeError, m.ID, ctl.CodeUnavailable,
+						"the connection request expired or its client went away"), nil)
 				}
 				continue
 			}
 			ch <- m
 		case ctl.TypeClosed:
-			p.mu.Lock()
-			cid, ok := p.active[m.ID]
-			delete(p.active, m.ID)
-			p.mu.Unlock()
-			if ok {
-				p.s.conns.Remove(cid)
-				p.s.metrics.ActiveChannels.WithLabelValues(p.key).Dec()
-			}
+			p.unregister(m.ID)
 		default:
 			p.s.log.Warn("unexpected message from the server application; unpublishing", "port", p.key, "type", m.Type)
 			return
@@ -229,7 +215,7 @@ func (p *publication) servePeer(c *net.UnixConn) {
 		if code != ctl.CodeRejected {
 			s.log.Info("connection refused", "port", p.key, "client", client.String(), "code", code.String(), "error", err)
 		}
-		_ = ctl.Write(c, &ctl.Message{Type: ctl.TypePeerRefused, Code: code, Reason: peertext.Truncate(reasonOf(err), ctl.MaxErrorMessage)}, nil)
+		_ = ctl.Write(c, refusalMessage(ctl.TypePeerRefused, 0, code, reasonOf(err)), nil)
 		// A token that failed verification may name someone else's
 		// ServiceAccount (a replayed token): only a verified one counts.
 		sa := metrics.Unverified
@@ -244,15 +230,46 @@ func (p *publication) servePeer(c *net.UnixConn) {
 	s.metrics.ConnectDuration.WithLabelValues(metrics.RoleServer, result).Observe(time.Since(start).Seconds())
 }
 
-func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Identity, error) {
+// broker runs the server side of brokering one connection, in steps:
+// greet the client sidecar and read its request, verify the client,
+// authorize it, deliver the request to the server application and await
+// its answer, and on accept hand a new channel's ends over. Once the
+// client is verified its identity is returned, with an error too.
+func (p *publication) broker(ctx context.Context, c *net.UnixConn) (podid.Identity, error) {
+	req, err := p.greet(ctx, c)
+	if err != nil {
+		return podid.Identity{}, err
+	}
+	client, err := p.verifyClient(ctx, c, req)
+	if err != nil {
+		return client, err
+	}
+	pol, err := p.authorize(ctx, client)
+	if err != nil {
+		return client, err
+	}
+	id, answer, err := p.deliver(client, req.Payload, pol)
+	if err != nil {
+		return client, err
+	}
+	ans, err := p.await(ctx, id, answer)
+	if err != nil {
+		return client, err
+	}
+	return client, p.handOver(c, id, client, pol, ans.Payload)
+}
+
+// greet presents this pod's token to the client sidecar and reads its
+// peer-connect request, which that sidecar sends once it has verified
+// this one.
+func (p *publication) greet(ctx context.Context, c *net.UnixConn) (*ctl.Message, error) {
 	s := p.s
-	var client identity.Identity
 	token, err := s.token.Token()
 	if err != nil {
-		return client, refuse(ctl.CodeUnavailable, "server sidecar cannot read its token: %w", err)
+		return nil, refuse(ctl.CodeUnavailable, "server sidecar cannot read its token: %w", err)
 	}
 	if err := ctl.Write(c, &ctl.Message{Type: ctl.TypePeerHello, Token: token}, nil); err != nil {
-		return client, err
+		return nil, err
 	}
 	// The client's first message comes once its sidecar has verified
 	// ours: at most HandshakeTimeout, not the whole brokering budget, for
@@ -266,158 +283,174 @@ func (p *publication) broker(ctx context.Context, c *net.UnixConn) (identity.Ide
 		_ = f.Close()
 	}
 	if err != nil {
-		return client, err
+		return nil, err
 	}
 	if m.Type != ctl.TypePeerConnect {
-		return client, refuse(ctl.CodeInvalid, "expected a peer-connect message, got %v", m.Type)
+		return nil, refuse(ctl.CodeInvalid, "expected a peer-connect message, got %v", m.Type)
 	}
-	if m.Namespace != s.opts.Pod.Namespace || m.Name != p.name {
-		return client, refuse(ctl.CodeInvalid, "this endpoint serves %s, not %s/%s", p.key, m.Namespace, m.Name)
+	return m, nil
+}
+
+// minTime returns the earlier of a and b, a zero time counting as none.
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
 	}
-	client, err = s.verifyPeer(ctx, c, m.Token)
-	if err != nil {
-		return client, err
+	return a
+}
+
+// verifyClient checks that req asks for this endpoint's port and verifies
+// the client sidecar that sent it.
+func (p *publication) verifyClient(ctx context.Context, c *net.UnixConn, req *ctl.Message) (podid.Identity, error) {
+	if req.Namespace != p.s.opts.Pod.Namespace || req.Name != p.name {
+		return podid.Identity{}, refuse(ctl.CodeInvalid, "this endpoint serves %s, not %s/%s", p.key, req.Namespace, req.Name)
 	}
+	return p.s.verifyPeer(ctx, c, req.Token)
+}
+
+// authorize checks, against the ConnectionPort as it is now, that this
+// pod may still serve it and that client may connect, and returns the
+// port's message policy.
+func (p *publication) authorize(ctx context.Context, client podid.Identity) (ctl.Policy, error) {
+	s := p.s
 	port, err := s.engine.Port(ctx, s.opts.Pod.Namespace, p.name)
 	if err != nil {
-		return client, err
+		return ctl.Policy{}, err
 	}
-	pod, err := s.engine.Pod(ctx, s.self())
+	pod, err := s.engine.Pod(ctx, s.opts.Pod)
 	if err != nil {
-		return client, refuse(ctl.CodeUnavailable, "cannot read the server pod: %w", err)
+		return ctl.Policy{}, refuse(ctl.CodeUnavailable, "cannot read the server pod: %w", err)
 	}
 	if err := policy.MayServe(port, pod); err != nil {
-		return client, err
+		return ctl.Policy{}, err
 	}
 	if err := s.engine.Authorize(ctx, port, client); err != nil {
-		return client, err
+		return ctl.Policy{}, err
 	}
-	pol := policy.MessagePolicy(port)
+	return policy.MessagePolicy(port), nil
+}
 
-	// Deliver to the application.
+// deliver hands the connection request to the server application, within
+// the port's connection limit. It returns the request's id and where its
+// answer arrives (closed if the port is unpublished first).
+func (p *publication) deliver(client podid.Identity, payload []byte, pol ctl.Policy) (uint64, <-chan *ctl.Message, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return client, refuse(ctl.CodeNoServer, "port %s is being unpublished", p.key)
+		return 0, nil, refuse(ctl.CodeNoServer, "port %s is being unpublished", p.key)
 	}
 	if len(p.active) >= int(pol.MaxConnections) {
 		p.mu.Unlock()
-		return client, refuse(ctl.CodeLimit, "server pod %s has %d connections on %s (messagePolicy.maxConnections)", s.opts.Pod.Name, pol.MaxConnections, p.key)
+		return 0, nil, refuse(ctl.CodeLimit, "server pod %s has %d connections on %s (messagePolicy.maxConnections)", p.s.opts.Pod.PodName, pol.MaxConnections, p.key)
 	}
 	p.nextID++
 	id := p.nextID
-	ch := make(chan *ctl.Message, 1)
-	p.pending[id] = ch
+	answer := make(chan *ctl.Message, 1)
+	p.pending[id] = answer
 	p.mu.Unlock()
-	forget := func() {
-		p.mu.Lock()
-		delete(p.pending, id)
-		p.mu.Unlock()
-	}
-	peer := ctl.Identity{Namespace: client.Namespace, ServiceAccount: client.ServiceAccount, PodName: client.PodName, PodUID: client.PodUID}
-	if err := p.write(&ctl.Message{Type: ctl.TypeIncoming, ID: id, Peer: peer, Payload: m.Payload}, nil); err != nil {
+	if err := p.write(&ctl.Message{Type: ctl.TypeIncoming, ID: id, Peer: client, Payload: payload}, nil); err != nil {
 		// The application no longer takes requests (typically: it is
 		// exiting, and this sidecar has not yet read the end of its
 		// control connection). The publication is dead: unpublish at once
 		// so that no other client draws it, and say "no server" so that
 		// the client's sidecar tries the port's other servers.
-		forget()
+		p.forget(id)
 		p.close()
-		return client, refuse(ctl.CodeNoServer, "the server application of %s went away: %w", p.key, err)
+		return 0, nil, refuse(ctl.CodeNoServer, "the server application of %s went away: %w", p.key, err)
 	}
-	answerCtx, cancel := context.WithTimeout(ctx, s.opts.HandshakeTimeout)
-	defer cancel()
-	var ans *ctl.Message
-	select {
-	case ans = <-ch:
-		if ans == nil {
-			return client, refuse(ctl.CodeNoServer, "port %s was unpublished", p.key)
-		}
-	case <-answerCtx.Done():
-		forget()
-		return client, refuse(ctl.CodeUnavailable, "the server application did not answer within %v", s.opts.HandshakeTimeout)
-	}
-	if ans.Type == ctl.TypeReject {
-		return client, refuse(ctl.CodeRejected, "%s", ans.Reason)
-	}
+	return id, answer, nil
+}
 
-	// Accepted: a fresh channel, one end to each side.
+// forget drops a delivered request that will not be answered.
+func (p *publication) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.pending, id)
+	p.mu.Unlock()
+}
+
+// await waits, at most HandshakeTimeout, for the server application's
+// answer to request id. A rejection is a refusal with the application's
+// reason.
+func (p *publication) await(ctx context.Context, id uint64, answer <-chan *ctl.Message) (*ctl.Message, error) {
+	timeout := p.s.opts.HandshakeTimeout
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	select {
+	case ans := <-answer:
+		if ans == nil {
+			return nil, refuse(ctl.CodeNoServer, "port %s was unpublished", p.key)
+		}
+		if ans.Type == ctl.TypeReject {
+			return nil, refuse(ctl.CodeRejected, "%s", ans.Reason)
+		}
+		return ans, nil
+	case <-ctx.Done():
+		p.forget(id)
+		return nil, refuse(ctl.CodeUnavailable, "the server application did not answer within %v", timeout)
+	}
+}
+
+// handOver creates the channel of accepted request id and hands its ends
+// over: one to the client sidecar, then, once that has it, the other to
+// the server application, registering the connection in between.
+func (p *publication) handOver(c *net.UnixConn, id uint64, client podid.Identity, pol ctl.Policy, payload []byte) error {
 	srvEnd, cliEnd, err := alpc.SocketPair()
 	if err != nil {
-		_ = p.write(&ctl.Message{Type: ctl.TypeError, ID: id, Code: ctl.CodeUnavailable, Reason: err.Error()}, nil)
-		return client, refuse(ctl.CodeUnavailable, "cannot create the channel: %w", err)
+		_ = p.write(refusalMessage(ctl.TypeError, id, ctl.CodeUnavailable, err.Error()), nil)
+		return refuse(ctl.CodeUnavailable, "cannot create the channel: %w", err)
 	}
 	defer srvEnd.Close()
 	defer cliEnd.Close()
-	if err := ctl.Write(c, &ctl.Message{Type: ctl.TypePeerAccepted, Policy: pol, Payload: ans.Payload}, cliEnd); err != nil {
-		_ = p.write(&ctl.Message{Type: ctl.TypeError, ID: id, Code: ctl.CodeUnavailable, Reason: "the client went away before the channel was handed over"}, nil)
-		return client, err
+	if err := ctl.Write(c, &ctl.Message{Type: ctl.TypePeerAccepted, Policy: pol, Payload: payload}, cliEnd); err != nil {
+		_ = p.write(refusalMessage(ctl.TypeError, id, ctl.CodeUnavailable, "the client went away before the channel was handed over"), nil)
+		return err
 	}
+	if !p.register(id, client) {
+		return nil
+	}
+	if err := p.write(&ctl.Message{Type: ctl.TypeChannel, ID: id, Policy: pol, Peer: client}, srvEnd); err != nil {
+		p.s.log.Warn("cannot hand the channel to the server application", "port", p.key, "error", err)
+		// The application never got its end, so it will never report it
+		// closed; the client sees the channel end when srvEnd is closed.
+		p.unregister(id)
+	}
+	return nil
+}
+
+// register lists the channel of request id as open, in the connections
+// list and the active-channels metric, unless the port was unpublished
+// while it was handed over (close has run and would not see it); it
+// reports whether it did.
+func (p *publication) register(id uint64, client podid.Identity) bool {
+	s := p.s
 	cid := s.conns.Add(connections.Connection{
-		Port: p.key,
-		Client: connections.Pod{Namespace: client.Namespace, Name: client.PodName, UID: client.PodUID,
-			ServiceAccount: client.ServiceAccount},
-		Server: s.selfPod(),
-		Node:   s.opts.Pod.NodeName,
+		Port:   p.key,
+		Client: connections.PodOf(client),
+		Server: connections.PodOf(s.opts.Pod),
+		Node:   s.opts.NodeName,
 		Since:  time.Now(),
 	})
 	p.mu.Lock()
 	if p.closed {
-		// Unpublished while handing over: close() already ran and will
-		// not see this channel.
 		p.mu.Unlock()
 		s.conns.Remove(cid)
-		return client, nil
+		return false
 	}
 	p.active[id] = cid
 	p.mu.Unlock()
 	s.metrics.ActiveChannels.WithLabelValues(p.key).Inc()
-	if err := p.write(&ctl.Message{Type: ctl.TypeChannel, ID: id, Policy: pol, Peer: peer}, srvEnd); err != nil {
-		s.log.Warn("cannot hand the channel to the server application", "port", p.key, "error", err)
-		// The application never got its end, so it will never report it
-		// closed; the client sees the channel end when srvEnd is closed.
-		p.mu.Lock()
-		_, ok := p.active[id]
-		delete(p.active, id)
-		p.mu.Unlock()
-		if ok {
-			s.conns.Remove(cid)
-			s.metrics.ActiveChannels.WithLabelValues(p.key).Dec()
-		}
-	}
-	return client, nil
+	return true
 }
 
-// verifyPeer verifies a peer sidecar's token and binds it to the process
-// at the other end of c: the process holding the identity socket of the
-// token's pod on this node.
-func (s *Sidecar) verifyPeer(ctx context.Context, c *net.UnixConn, token string) (identity.Identity, error) {
-	var id identity.Identity
-	err := s.retryForbidden(ctx, func() error {
-		var err error
-		id, err = s.verifier.Verify(ctx, token)
-		return err
-	})
-	switch {
-	case err == nil:
-		s.metrics.TokenReviews.WithLabelValues("valid").Inc()
-	case errors.Is(err, identity.ErrUnauthenticated):
-		s.metrics.TokenReviews.WithLabelValues("invalid").Inc()
-		return id, err
-	default:
-		s.metrics.TokenReviews.WithLabelValues("error").Inc()
-		return id, refuse(ctl.CodeUnavailable, "cannot verify the peer's token: %w", err)
+// unregister drops the channel of request id from the open ones, if it is
+// listed: the server application reported it closed, or never got its end.
+func (p *publication) unregister(id uint64) {
+	p.mu.Lock()
+	cid, ok := p.active[id]
+	delete(p.active, id)
+	p.mu.Unlock()
+	if ok {
+		p.s.conns.Remove(cid)
+		p.s.metrics.ActiveChannels.WithLabelValues(p.key).Dec()
 	}
-	got, err := nodedir.PeerProcess(c)
-	if err != nil {
-		return id, refuse(ctl.CodeUnavailable, "cannot identify the peer process: %w", err)
-	}
-	want, err := s.dir.IdentityProcess(ctx, id.PodUID)
-	if err != nil {
-		return id, refuse(ctl.CodeUnauthenticated, "token of %s presented, but that pod has no live sidecar on this node: %w", id, err)
-	}
-	if got != want {
-		return id, refuse(ctl.CodeUnauthenticated, "token of %s presented by a process that is not that pod's sidecar (replayed token?)", id)
-	}
-	return id, nil
 }
