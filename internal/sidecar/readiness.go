@@ -49,6 +49,8 @@ type ownLabels struct {
 	at       time.Time     // when labels were read
 	err      error         // the last read's error
 	fetching chan struct{} // non-nil while a read runs; closed when it ends
+
+	last string // Published's last answer ("" for none yet), to log changes
 }
 
 // Published reports whether the pod serves every ConnectionPort that
@@ -59,6 +61,28 @@ type ownLabels struct {
 // Ports that do not select the pod do not matter, nor do ports the pod
 // publishes beyond them. The error names what is missing.
 func (s *Sidecar) Published(ctx context.Context) error {
+	err := s.published(ctx)
+	// The kubelet's probe events do not carry the answer: log each change
+	// (at most one line per probe that changes the answer).
+	msg := "ok"
+	if err != nil {
+		msg = err.Error()
+	}
+	s.own.mu.Lock()
+	changed := msg != s.own.last
+	s.own.last = msg
+	s.own.mu.Unlock()
+	if changed {
+		if err != nil {
+			s.log.Info("published readiness: not ready", "reason", msg)
+		} else {
+			s.log.Info("published readiness: ready (every ConnectionPort selecting this pod is published)")
+		}
+	}
+	return err
+}
+
+func (s *Sidecar) published(ctx context.Context) error {
 	if err := s.Ready(); err != nil {
 		return err
 	}
