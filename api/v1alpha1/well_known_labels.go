@@ -28,7 +28,18 @@ const (
 	// the namespace whose sidecars it grants access to.
 	LabelRBACNamespace = "kalpc.io/sidecar-namespace"
 
-	// ValueTrue and ValueFalse are the values of LabelInject.
+	// AnnotationReadyWhenPublished on a Pod, set to "false" before the pod
+	// is created, opts it out of publication-gated readiness: by default
+	// the webhook gives the sidecar a readiness probe on /readyz/published,
+	// so that a pod selected as a server by a ConnectionPort is Ready (and
+	// counts in the port's readyServers) only while its application
+	// publishes every such port; with "false" the probe is /readyz, ready
+	// once the sidecar serves, as before. Any other value, or none, means
+	// the default.
+	AnnotationReadyWhenPublished = "kalpc.io/ready-when-published"
+
+	// ValueTrue and ValueFalse are the values of LabelInject (and of
+	// AnnotationReadyWhenPublished).
 	ValueTrue  = "true"
 	ValueFalse = "false"
 

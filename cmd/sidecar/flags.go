@@ -47,7 +47,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.podSocket, "pod-socket", "/var/run/kalpc/pod/kalpc.sock", "Pod-local control socket to serve for the pod's applications.")
 	fs.StringVar(&c.nodeDir, "node-dir", "/var/run/kalpc/node", "The node directory (host /var/run/kalpc), shared by every sidecar on the node.")
 	fs.StringVar(&c.tokenFile, "token-file", "/var/run/secrets/kalpc.io/serviceaccount/token", "Projected ServiceAccount token (audience kalpc.io) presented to peer sidecars; re-read on every use.")
-	fs.StringVar(&c.healthAddr, "health-addr", ":15980", "Address of /healthz and /readyz; 0 disables.")
+	fs.StringVar(&c.healthAddr, "health-addr", ":15980", "Address of /healthz, /readyz and /readyz/published (passes while the application serves every ConnectionPort selecting this pod); 0 disables.")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":15981", "Address of the Prometheus /metrics endpoint and of /debug/connections; 0 disables both.")
 	fs.BoolVar(&c.metricsAuth, "metrics-auth", false,
 		"Serve /metrics only to callers whose bearer token the API server authenticates (TokenReview) and allows get on the non-resource URL /metrics (SubjectAccessReview). /debug/connections always requires get on pods/proxy of this pod.")

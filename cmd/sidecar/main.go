@@ -151,6 +151,15 @@ func run(args []string) error {
 			}
 			_, _ = w.Write([]byte("ok\n"))
 		})
+		// The readiness probe the webhook injects: the application serves
+		// every ConnectionPort that selects this pod (docs/sidecar.md).
+		mux.HandleFunc(sidecar.PublishedPath, func(w http.ResponseWriter, r *http.Request) {
+			if err := s.Published(r.Context()); err != nil {
+				http.Error(w, "not serving: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})
 		servers = append(servers, &http.Server{Addr: cfg.healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second})
 	}
 	if cfg.metricsAddr != "0" {

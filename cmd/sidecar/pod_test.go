@@ -483,6 +483,16 @@ func (p *podApp) do(args []string) map[string]any {
 			return errResult(err)
 		}
 		return map[string]any{"ok": true}
+	case "health":
+		// health <path>: GET a path of the sidecar's health server, as the
+		// kubelet's probes do, inside the pod's network namespace.
+		resp, err := http.Get("http://127.0.0.1:15980" + args[1])
+		if err != nil {
+			return errResult(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return map[string]any{"ok": true, "status": resp.StatusCode, "body": string(b)}
 	case "metrics":
 		resp, err := http.Get("http://127.0.0.1:15981/metrics")
 		if err != nil {

@@ -43,6 +43,7 @@ func main() {
 	hold := fs.Bool("hold", false, "client: after the checks, keep the connection until the server ends it, and check that it reports peer-closed")
 	compare := fs.Bool("compare", false, "client: after the checks, run the same calls over kalpc and over gRPC (TCP to the server pod's IP) and print a table")
 	grpcAddr := fs.String("grpc-listen", ":9090", "server: TCP address of the gRPC echo service (empty: none)")
+	publishDelay := fs.Duration("publish-delay", 0, "server: wait this long before publishing the port (the pod stays unready meanwhile: its sidecar's readiness needs the port published)")
 	servers := fs.Int("servers", 2, "load: stop once this many different server pods have answered")
 	settle := fs.Duration("settle", 3*time.Second, "load: keep calling this long after the last new server answered")
 	interval := fs.Duration("interval", 5*time.Millisecond, "load: pause between calls")
@@ -55,7 +56,7 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = serve(ctx, *port, *grpcAddr)
+		err = serve(ctx, *port, *grpcAddr, *publishDelay)
 	case "client":
 		err = client(ctx, clientOptions{port: *port, name: *name, size: *size, retry: *retry, hold: *hold, compare: *compare})
 	case "load":

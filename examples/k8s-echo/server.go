@@ -42,7 +42,7 @@ import (
 // is published, NOT_SERVING from SIGTERM on. The manifest's readiness probe
 // asks it, so that a rolling update waits for the new pod to publish before
 // it stops the old one.
-func serve(ctx context.Context, port, grpcAddr string) error {
+func serve(ctx context.Context, port, grpcAddr string, publishDelay time.Duration) error {
 	var (
 		grpcPublic string
 		hs         *health.Server
@@ -111,6 +111,14 @@ func serve(ctx context.Context, port, grpcAddr string) error {
 			return fmt.Appendf(nil, "sha256:%s len:%d shared:%t", hex.EncodeToString(sum[:]), len(p), v.Shared()), nil
 		}
 	})
+	if publishDelay > 0 {
+		log.Printf("server: publishing port %s in %v", port, publishDelay)
+		select {
+		case <-time.After(publishDelay):
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	l, err := alpc.Publish(ctx, port, &alpc.Config{Handler: handler, AllowDirectAccess: true})
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", port, err)

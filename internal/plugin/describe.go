@@ -153,6 +153,27 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		if err := pw.table(1, []string{"NODE", "POD", "READY", "UID"}, rows); err != nil {
 			return err
 		}
+		// Whether clients on each node can connect: kalpc connects only
+		// to servers on the client's node, and a server pod is ready only
+		// while it publishes the port (docs/sidecar.md).
+		pw.line(0, "Reachable From:", "")
+		rows = nil
+		for _, n := range p.Status.Endpoints {
+			ready := 0
+			for _, pod := range n.Pods {
+				if pod.Ready {
+					ready++
+				}
+			}
+			reach := "yes"
+			if ready == 0 {
+				reach = "no (no ready server on this node)"
+			}
+			rows = append(rows, []string{n.NodeName, fmt.Sprintf("%d/%d", ready, len(n.Pods)), reach})
+		}
+		if err := pw.table(1, []string{"NODE", "SERVERS", "REACHABLE"}, rows); err != nil {
+			return err
+		}
 	}
 	pw.line(0, "Conditions:", "")
 	if len(p.Status.Conditions) == 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kalpc/kalpc/internal/ctl"
@@ -33,6 +34,8 @@ type publication struct {
 	pending map[uint64]chan *ctl.Message // requests delivered, awaiting the app's answer
 	active  map[uint64]uint64            // channels handed over, not reported closed: request id → connections registry id
 	closed  bool
+
+	live atomic.Bool // the application was told it is published (see Sidecar.Published)
 }
 
 // publish serves an application's Publish request for the connection's
@@ -45,6 +48,7 @@ func (s *Sidecar) publish(c *net.UnixConn, name string) {
 		s.replyError(c, codeOf(err), reasonOf(err))
 		return
 	}
+	pub.live.Store(true)
 	s.log.Info("port published", "port", pub.key, "endpoint", pub.endpoint.Path())
 	s.metrics.PublishedPorts.Inc()
 	s.wg.Add(1)

@@ -127,6 +127,8 @@ type Sidecar struct {
 	apps  map[*net.UnixConn]struct{}
 	rr    map[string]uint64 // round-robin cursor by port
 	ready bool
+
+	own ownLabels // the pod's labels, for Published (readiness.go)
 }
 
 // New checks opts and returns a Sidecar; Run starts it.

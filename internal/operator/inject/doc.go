@@ -18,7 +18,11 @@
 //
 //   - the sidecar as a native sidecar: the first init container, named
 //     kalpc-sidecar, with restartPolicy Always and a startup probe, so that
-//     the app containers start only once it serves the pod socket;
+//     the app containers start only once it serves the pod socket, and a
+//     readiness probe on /readyz/published, so that a pod a ConnectionPort
+//     selects as a server is Ready only while its application publishes
+//     every such port (a pod annotated kalpc.io/ready-when-published="false"
+//     gets /readyz instead: Ready once the sidecar serves);
 //   - the node directory (the host's /var/run/kalpc), mounted only into the
 //     sidecar at /var/run/kalpc/node: an ephemeral inline volume of kalpc's
 //     CSI driver csi.kalpc.io by default (Pod Security "restricted" admits

@@ -21,7 +21,7 @@ func inject(pod *corev1.Pod, cfg Config) {
 
 	// The sidecar goes first so that every later init container and every
 	// app container starts after it is ready.
-	sidecar := sidecarContainer(cfg)
+	sidecar := sidecarContainer(cfg, pod.Annotations[kalpcv1alpha1.AnnotationReadyWhenPublished] != kalpcv1alpha1.ValueFalse)
 	if i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName }); i >= 0 {
 		pod.Spec.InitContainers = slices.Delete(pod.Spec.InitContainers, i, i+1)
 	}

@@ -66,13 +66,33 @@ const (
 	EnvPodUID         = "KALPC_POD_UID"
 	EnvNodeName       = "KALPC_NODE_NAME"
 	EnvServiceAccount = "KALPC_SERVICE_ACCOUNT"
+
+	// ReadyPath is the sidecar's own readiness: it serves its pod socket.
+	// It is the startup probe (app containers start once it passes) and
+	// the readiness probe of pods that opted out of PublishedPath.
+	ReadyPath = "/readyz"
+	// PublishedPath is the sidecar's readiness probe by default: it passes
+	// only while the pod's application publishes every ConnectionPort that
+	// selects the pod as a server (internal/sidecar.PublishedPath).
+	PublishedPath = "/readyz/published"
+)
+
+// Timing of the readiness probe. The kubelet probes the sidecar inside the
+// pod (no API request); the pod's Ready condition, and with it the ports'
+// readyServers, follows a publication within PublishedProbePeriod and an
+// unpublication within PublishedProbePeriod*PublishedProbeFailures.
+const (
+	PublishedProbePeriod   = 2
+	PublishedProbeFailures = 2
 )
 
 // sidecarContainer returns the complete sidecar container for cfg. It spells
 // out the values the API server would default (probe scheme and success
 // threshold, volume modes) so that injecting into an already injected pod,
 // whose spec the API server has defaulted, produces no change.
-func sidecarContainer(cfg Config) corev1.Container {
+// readyWhenPublished selects the readiness probe: PublishedPath, or
+// ReadyPath for pods that opted out.
+func sidecarContainer(cfg Config, readyWhenPublished bool) corev1.Container {
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -90,6 +110,13 @@ func sidecarContainer(cfg Config) corev1.Container {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path},
 		}}
+	}
+	// The pod's Ready condition requires every container ready, a native
+	// sidecar's readiness probe included: with PublishedPath a server pod
+	// is Ready only while its application serves its ports.
+	readiness := probe(PublishedPath, PublishedProbePeriod, PublishedProbeFailures)
+	if !readyWhenPublished {
+		readiness = probe(ReadyPath, 5, 3)
 	}
 	return corev1.Container{
 		Name:            SidecarName,
@@ -118,8 +145,8 @@ func sidecarContainer(cfg Config) corev1.Container {
 		// A native sidecar: it starts before, and outlives, the app containers.
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
 		// App containers start only once the startup probe passed: up to 60 s.
-		StartupProbe:   probe("/readyz", 1, 60),
-		ReadinessProbe: probe("/readyz", 5, 3),
+		StartupProbe:   probe(ReadyPath, 1, 60),
+		ReadinessProbe: readiness,
 		LivenessProbe:  probe("/healthz", 10, 3),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: NodeVolumeName, MountPath: NodeMountPath},

@@ -44,6 +44,31 @@ func TestWebhook(t *testing.T) {
 		assertInjected(t, got)
 	})
 
+	t.Run("opted out of ready when published", func(t *testing.T) {
+		ns := newNamespace(t, enabledNS)
+		pod := appPod(ns, nil)
+		pod.Annotations = map[string]string{kalpcv1alpha1.AnnotationReadyWhenPublished: kalpcv1alpha1.ValueFalse}
+		got, err := createPod(t, pod)
+		if err != nil {
+			t.Fatalf("Create() = %v", err)
+		}
+		sc := got.Spec.InitContainers[0]
+		if sc.Name != inject.SidecarName || sc.ReadinessProbe == nil || sc.ReadinessProbe.HTTPGet == nil ||
+			sc.ReadinessProbe.HTTPGet.Path != "/readyz" || sc.StartupProbe == nil || sc.StartupProbe.HTTPGet.Path != "/readyz" {
+			t.Fatalf("sidecar %s: readinessProbe %+v, startupProbe %+v; want both on /readyz", sc.Name, sc.ReadinessProbe, sc.StartupProbe)
+		}
+		// Idempotent in this mode too.
+		injector, err := inject.New(sidecarConfig(), k8s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := got.DeepCopy()
+		injector.Inject(again)
+		if diff := cmp.Diff(got.Spec, again.Spec); diff != "" {
+			t.Errorf("second injection changed the spec (-first +second):\n%s", diff)
+		}
+	})
+
 	t.Run("idempotent", func(t *testing.T) {
 		ns := newNamespace(t, enabledNS)
 		first, err := createPod(t, appPod(ns, nil))
@@ -191,8 +216,15 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 		sc.StartupProbe.HTTPGet.Port.StrVal != "kalpc-health" {
 		t.Errorf("sidecar startupProbe = %+v, want GET /readyz on kalpc-health", sc.StartupProbe)
 	}
-	if sc.ReadinessProbe == nil || sc.LivenessProbe == nil {
-		t.Errorf("sidecar readiness/liveness probes missing")
+	// Ready means serving: the readiness probe passes only while the app
+	// publishes every ConnectionPort selecting the pod; the kubelet
+	// counts a native sidecar's readiness in the pod's Ready condition.
+	if sc.ReadinessProbe == nil || sc.ReadinessProbe.HTTPGet == nil || sc.ReadinessProbe.HTTPGet.Path != "/readyz/published" ||
+		sc.ReadinessProbe.HTTPGet.Port.StrVal != "kalpc-health" || sc.ReadinessProbe.PeriodSeconds != 2 || sc.ReadinessProbe.FailureThreshold != 2 {
+		t.Errorf("sidecar readinessProbe = %+v, want GET /readyz/published on kalpc-health every 2s, 2 failures", sc.ReadinessProbe)
+	}
+	if sc.LivenessProbe == nil {
+		t.Errorf("sidecar liveness probe missing")
 	}
 	if diff := cmp.Diff([]string{
 		"--pod-socket=/var/run/kalpc/pod/kalpc.sock",

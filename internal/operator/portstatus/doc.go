@@ -10,6 +10,11 @@
 // and the pod is not being deleted. Endpoints are grouped by node, and the
 // Ready condition is True when at least one endpoint is ready.
 //
+// The pod's Ready condition includes the injected sidecar's readiness probe,
+// /readyz/published, which passes only while the pod's application publishes
+// every port that selects the pod (internal/sidecar, readiness.go): so a
+// ready endpoint is one that serves, with no pod status written by kalpc.
+//
 // # Events
 //
 // The Reconciler records an event on the port when its Ready condition
