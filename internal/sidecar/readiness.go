@@ -189,7 +189,7 @@ func (s *Sidecar) refreshLabels(maxAge time.Duration) <-chan struct{} {
 		defer close(ch)
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.HandshakeTimeout)
 		defer cancel()
-		pod, err := s.engine.Pod(ctx, s.self())
+		pod, err := s.engine.Pod(ctx, s.opts.Pod)
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		o.fetching = nil
