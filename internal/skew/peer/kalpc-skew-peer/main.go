@@ -1,0 +1,107 @@
+// Command kalpc-skew-peer is the far end of the library version-skew test
+// (pkg/alpc/skew_test.go), built from the previous release's tree with the
+// current package peer copied into it:
+//
+//	kalpc-skew-peer server -socket P   # listen at P, print "listening", serve peer.Handler until SIGTERM
+//	kalpc-skew-peer client -socket P   # connect to P, run peer.Script, ask for script:, print "ok"
+//
+// Every step is logged to stderr; a failure exits 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kalpc/kalpc/internal/skew/peer"
+	"github.com/kalpc/kalpc/pkg/alpc"
+)
+
+func main() {
+	log.SetFlags(log.Lmicroseconds)
+	if len(os.Args) < 2 {
+		log.Fatal("usage: kalpc-skew-peer server|client -socket path")
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	socket := fs.String("socket", "", "the port's socket path")
+	timeout := fs.Duration("timeout", time.Minute, "client: bound on the whole run")
+	_ = fs.Parse(os.Args[2:])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = server(ctx, *socket)
+	case "client":
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		err = client(ctx, *socket)
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		log.Printf("%s: %v", os.Args[1], err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func server(ctx context.Context, socket string) error {
+	l, err := alpc.Listen(socket, peer.Config(log.Printf))
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	fmt.Println("listening")
+	for {
+		req, err := l.Accept(ctx)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if string(req.Message) != peer.ClientMessage {
+			_ = req.Reject(fmt.Sprintf("want connection message %q", peer.ClientMessage))
+			continue
+		}
+		c, err := req.Accept([]byte(peer.AcceptMessage))
+		if err != nil {
+			log.Printf("server: accept: %v", err)
+			continue
+		}
+		go func() {
+			<-c.Done()
+			_ = c.Close()
+		}()
+	}
+}
+
+func client(ctx context.Context, socket string) error {
+	c, err := alpc.Dial(ctx, socket, []byte(peer.ClientMessage), peer.Config(log.Printf))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if got := string(c.AcceptMessage()); got != peer.AcceptMessage {
+		return fmt.Errorf("accept message %q, want %q", got, peer.AcceptMessage)
+	}
+	if err := peer.Script(ctx, c, log.Printf); err != nil {
+		return err
+	}
+	got, err := c.Call(ctx, []byte("script:"))
+	if err != nil {
+		return err
+	}
+	if string(got) != peer.ScriptOK {
+		return fmt.Errorf("script: got %q", got)
+	}
+	fmt.Println("ok")
+	return nil
+}
