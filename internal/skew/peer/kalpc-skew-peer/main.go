@@ -5,6 +5,11 @@
 //	kalpc-skew-peer server -socket P   # listen at P, print "listening", serve peer.Handler until SIGTERM
 //	kalpc-skew-peer client -socket P   # connect to P, run peer.Script, ask for script:, print "ok"
 //
+// With -port [namespace/]name instead of -socket, it publishes or connects
+// to that ConnectionPort through its pod's sidecar (KALPC_SOCKET), as
+// cmd/sidecar's version-skew test runs it: an application of the previous
+// release served by this tree's sidecars.
+//
 // Every step is logged to stderr; a failure exits 1.
 package main
 
@@ -30,6 +35,7 @@ func main() {
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	socket := fs.String("socket", "", "the port's socket path")
+	port := fs.String("port", "", "instead of -socket: the ConnectionPort, through the pod's sidecar")
 	timeout := fs.Duration("timeout", time.Minute, "client: bound on the whole run")
 	_ = fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -37,11 +43,11 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
-		err = server(ctx, *socket)
+		err = server(ctx, *socket, *port)
 	case "client":
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		err = client(ctx, *socket)
+		err = client(ctx, *socket, *port)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -52,8 +58,14 @@ func main() {
 	}
 }
 
-func server(ctx context.Context, socket string) error {
-	l, err := alpc.Listen(socket, peer.Config(log.Printf))
+func server(ctx context.Context, socket, port string) error {
+	var l alpc.Acceptor
+	var err error
+	if port != "" {
+		l, err = alpc.Publish(ctx, port, peer.Config(log.Printf))
+	} else {
+		l, err = alpc.Listen(socket, peer.Config(log.Printf))
+	}
 	if err != nil {
 		return err
 	}
@@ -83,8 +95,14 @@ func server(ctx context.Context, socket string) error {
 	}
 }
 
-func client(ctx context.Context, socket string) error {
-	c, err := alpc.Dial(ctx, socket, []byte(peer.ClientMessage), peer.Config(log.Printf))
+func client(ctx context.Context, socket, port string) error {
+	var c *alpc.Conn
+	var err error
+	if port != "" {
+		c, err = alpc.Connect(ctx, port, []byte(peer.ClientMessage), peer.Config(log.Printf))
+	} else {
+		c, err = alpc.Dial(ctx, socket, []byte(peer.ClientMessage), peer.Config(log.Printf))
+	}
 	if err != nil {
 		return err
 	}
