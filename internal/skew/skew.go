@@ -42,8 +42,8 @@ import (
 // tests build. See the package documentation for how to bump it.
 const PreviousRelease = "7f82be86d985c1706cc548b977568b5b8275a277"
 
-// EnvRequire, set to 1, turns the tests' skip into a failure when the
-// previous release cannot be built from git.
+// EnvRequire is the environment variable that, set to 1, turns the tests'
+// skip into a failure when the previous release cannot be built from git.
 const EnvRequire = "KALPC_REQUIRE_SKEW"
 
 // buildTimeout bounds each git and go command.

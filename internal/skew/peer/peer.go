@@ -267,7 +267,7 @@ func Script(ctx context.Context, c *alpc.Conn, logf func(format string, args ...
 	_, err = c.Call(ctx, []byte("fail:as asked"))
 	var re *alpc.RemoteError
 	if !errors.As(err, &re) || re.Code != alpc.CodeInvalidArgument || re.Message != "as asked" {
-		return fmt.Errorf("remote error: got %v, want invalid argument %q", err, "as asked")
+		return fmt.Errorf("remote error: want invalid argument %q, got %w", "as asked", err)
 	}
 	logf("remote error: ok")
 	return nil

@@ -33,29 +33,28 @@ func main() {
 	if len(os.Args) < 2 {
 		log.Fatal("usage: kalpc-skew-peer server|client -socket path")
 	}
-	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	if err := run(os.Args[1], os.Args[2:]); err != nil {
+		log.Fatalf("%s: %v", os.Args[1], err)
+	}
+}
+
+func run(mode string, args []string) error {
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
 	socket := fs.String("socket", "", "the port's socket path")
 	port := fs.String("port", "", "instead of -socket: the ConnectionPort, through the pod's sidecar")
 	timeout := fs.Duration("timeout", time.Minute, "client: bound on the whole run")
-	_ = fs.Parse(os.Args[2:])
+	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch os.Args[1] {
+	switch mode {
 	case "server":
-		err = server(ctx, *socket, *port)
+		return server(ctx, *socket, *port)
 	case "client":
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		err = client(ctx, *socket, *port)
-	default:
-		err = fmt.Errorf("unknown mode %q", os.Args[1])
+		return client(ctx, *socket, *port)
 	}
-	if err != nil {
-		log.Printf("%s: %v", os.Args[1], err)
-		stop()
-		os.Exit(1)
-	}
+	return fmt.Errorf("unknown mode %q", mode)
 }
 
 func server(ctx context.Context, socket, port string) error {
