@@ -109,6 +109,10 @@ test-operator: envtest ## Run the API and operator tests against a real API serv
 test-sidecar: envtest ## Run the sidecar tests: control protocol, node directory, and real pods in network namespaces against a real API server (root).
 	$(ENVTEST_GO_TEST) -timeout 5m ./internal/ctl/... ./internal/sidecar/... ./cmd/sidecar/...
 
+.PHONY: test-skew
+test-skew: envtest ## Run the version-skew tests: the previous release's library and sidecar (internal/skew.PreviousRelease, built from git) against this tree's, both ways (root for the sidecars).
+	KALPC_REQUIRE_SKEW=1 $(ENVTEST_GO_TEST) -timeout 10m -run '^TestVersionSkew' -v ./pkg/alpc/ ./cmd/sidecar/
+
 .PHONY: run-operator
 run-operator: ## Run the operator against the current kubeconfig (SIDECAR_IMAGE sets --sidecar-image).
 	$(GO) run ./cmd/operator --sidecar-image=$${SIDECAR_IMAGE:-kalpc/sidecar:dev} --metrics-secure=false

@@ -53,6 +53,7 @@ type config struct {
 	sidecarRunAsUser     int64
 	sidecarHealthPort    int
 	sidecarMetricsPort   int
+	sidecarMetricsAuth   bool
 	sidecarClusterRole   string
 	sidecarNodeVolume    string
 	csiDriver            string
@@ -100,6 +101,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.Int64Var(&c.sidecarRunAsUser, "sidecar-run-as-user", inject.DefaultRunAsUser, "UID and GID the sidecar runs as; the node directory /var/run/kalpc must be writable by it.")
 	fs.IntVar(&c.sidecarHealthPort, "sidecar-health-port", inject.DefaultHealthPort, "Port, in each pod, of the sidecar's /healthz and /readyz (probes).")
 	fs.IntVar(&c.sidecarMetricsPort, "sidecar-metrics-port", inject.DefaultMetricsPort, "Port, in each pod, of the sidecar's Prometheus metrics.")
+	fs.BoolVar(&c.sidecarMetricsAuth, "sidecar-metrics-auth", false, "Start the sidecar with --metrics-auth: it serves /metrics only to bearer tokens allowed get on the non-resource URL /metrics (TokenReview and SubjectAccessReview).")
 	fs.StringVar(&c.sidecarClusterRole, "sidecar-cluster-role", sidecarrole.Name, "ClusterRole the operator binds to the ServiceAccounts of injected pods.")
 	fs.StringVar(&c.sidecarNodeVolume, "sidecar-node-volume", string(inject.NodeVolumeCSI), "How the node directory reaches the sidecar: csi (kalpc's CSI driver; admissible under Pod Security restricted) or hostPath (rejected by baseline and restricted).")
 	fs.StringVar(&c.csiDriver, "csi-driver", inject.DefaultCSIDriver, "Name of kalpc's CSI driver, with --sidecar-node-volume=csi.")
@@ -207,6 +209,7 @@ func (c *config) sidecarConfig() inject.Config {
 		RunAsUser:         c.sidecarRunAsUser,
 		HealthPort:        int32(c.sidecarHealthPort),
 		MetricsPort:       int32(c.sidecarMetricsPort),
+		MetricsAuth:       c.sidecarMetricsAuth,
 		OperatorNamespace: c.namespace,
 		NodeVolume:        inject.NodeVolumeMode(c.sidecarNodeVolume),
 		CSIDriver:         c.csiDriver,

@@ -32,6 +32,13 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if sc.NodeVolume != "csi" || sc.CSIDriver != "csi.kalpc.io" {
 		t.Errorf("node volume %q of driver %q, want csi of csi.kalpc.io", sc.NodeVolume, sc.CSIDriver)
 	}
+	if sc.MetricsAuth {
+		t.Error("sidecar metrics auth is on by default")
+	}
+	c, err = parseFlags([]string{"--sidecar-image=kalpc/sidecar:1", "--sidecar-metrics-auth"})
+	if err != nil || !c.sidecarConfig().MetricsAuth {
+		t.Errorf("--sidecar-metrics-auth: %v, MetricsAuth %v", err, err == nil && c.sidecarConfig().MetricsAuth)
+	}
 }
 
 func TestParseFlagsNamespaceFromEnv(t *testing.T) {

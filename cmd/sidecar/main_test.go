@@ -225,6 +225,9 @@ type cluster struct {
 	pods    []*pod // started by newPod
 	// sidecarArgs are more flags for the sidecars newPod starts.
 	sidecarArgs []string
+	// sidecarBin, when set, is the sidecar binary newPod starts instead of
+	// the one built from this tree (the version-skew test's old release).
+	sidecarBin string
 	// editPod, when set, changes each Pod object before createPod creates it.
 	editPod func(*corev1.Pod)
 }
@@ -314,9 +317,13 @@ func (c *cluster) newPod(name, sa string, labels map[string]string) *pod {
 	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	bin := sidecarBin
+	if c.sidecarBin != "" {
+		bin = c.sidecarBin
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
-		envRole+"=pod", envPodDir+"="+dir, envSidecarBin+"="+sidecarBin, envAPISocket+"="+apiSocket,
+		envRole+"=pod", envPodDir+"="+dir, envSidecarBin+"="+bin, envAPISocket+"="+apiSocket,
 		envAPIPort+"="+apiPort, envNodeDir+"="+c.nodeDir,
 		"KALPC_SOCKET="+filepath.Join(dir, "kalpc.sock"),
 		"KALPC_POD_NAME="+name, "KALPC_POD_NAMESPACE="+c.ns, "KALPC_POD_UID="+p.uid,

@@ -522,11 +522,67 @@ func (p *podApp) do(args []string) map[string]any {
 		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		return connectBench(bctx, args[1], n, inFlight)
+	case "start-app":
+		// start-app <binary> <args...>: another application in this pod
+		// (the version-skew test's previous-release peer), with the pod's
+		// environment; waits for its first line on stdout.
+		return p.startApp(ctx, args[1], args[2:])
+	case "run-app":
+		// run-app <binary> <args...>: the same, run to its end (60 s at
+		// most); ok when it exits 0.
+		rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(rctx, args[1], args[2:]...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		r := map[string]any{"ok": err == nil, "stdout": stdout.String(), "stderr": stderr.String()}
+		if err != nil {
+			r["error"] = err.Error()
+		}
+		return r
 	case "netdevs":
 		ifs, _ := net.Interfaces()
 		return map[string]any{"ok": true, "count": len(ifs)}
 	}
 	return map[string]any{"ok": false, "error": "unknown command " + args[0]}
+}
+
+// startApp starts binary with args in this pod, its stderr going to
+// app.log in the pod directory, and returns its first line on stdout. It
+// is killed with the pod process.
+func (p *podApp) startApp(ctx context.Context, binary string, args []string) map[string]any {
+	logf, err := os.OpenFile(p.dir+"/app.log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return errResult(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(binary, args...)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return errResult(err)
+	}
+	if err := cmd.Start(); err != nil {
+		return errResult(err)
+	}
+	first := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Scan()
+		first <- sc.Text()
+		for sc.Scan() {
+		}
+		_ = cmd.Wait()
+	}()
+	select {
+	case line := <-first:
+		return map[string]any{"ok": true, "line": line}
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		return errResult(fmt.Errorf("%s printed nothing: %w", binary, ctx.Err()))
+	}
 }
 
 // connectBench times n alpc.Connect calls alone (each then makes one small

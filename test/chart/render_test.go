@@ -117,6 +117,7 @@ func TestOperatorDeployment(t *testing.T) {
 		"--sidecar-run-as-user":         "65532",
 		"--sidecar-health-port":         "15980",
 		"--sidecar-metrics-port":        "15981",
+		"--sidecar-metrics-auth":        "false",
 		"--sidecar-cluster-role":        "kalpc-sidecar",
 		"--sidecar-node-volume":         "csi",
 		"--zap-log-level":               "info",
@@ -546,6 +547,7 @@ sidecar:
   runAsUser: 4242
   healthPort: 16000
   metricsPort: 16001
+  metricsAuth: true
 operator:
   resources:
     requests: {cpu: 200m, memory: 128Mi}
@@ -564,6 +566,7 @@ operator:
 		"--sidecar-run-as-user":       "4242",
 		"--sidecar-health-port":       "16000",
 		"--sidecar-metrics-port":      "16001",
+		"--sidecar-metrics-auth":      "true",
 	}
 	for k, v := range want {
 		if args[k] != v {
@@ -895,6 +898,15 @@ sidecar:
 	}
 	if r := render(t, values(t, "sidecar: {podMonitor: {enabled: true, namespace: monitoring}}")); r.find("PodMonitor", "kalpc-sidecars").GetNamespace() != "monitoring" {
 		t.Error("sidecar.podMonitor.namespace is not used")
+	}
+
+	// With sidecar.metricsAuth, Prometheus presents the token of
+	// sidecar.podMonitor.tokenSecret.
+	r = render(t, values(t, "sidecar: {metricsAuth: true, podMonitor: {enabled: true, tokenSecret: {name: prom-token}}}"))
+	ep := r.find("PodMonitor", "kalpc-sidecars").Object["spec"].(map[string]any)["podMetricsEndpoints"].([]any)[0].(map[string]any)
+	wantAuth := map[string]any{"type": "Bearer", "credentials": map[string]any{"name": "prom-token", "key": "token"}}
+	if diff := cmp.Diff(wantAuth, ep["authorization"]); diff != "" {
+		t.Errorf("PodMonitor authorization with sidecar.metricsAuth (-want +got):\n%s", diff)
 	}
 }
 

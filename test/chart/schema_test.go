@@ -31,6 +31,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"sidecar: {logLevel: verbose}", "logLevel"},
 		{"sidecar: {healthPort: 70000}", "healthPort"},
 		{"sidecar: {image: {pullPolicy: Sometimes}}", "pullPolicy"},
+		{"sidecar: {metricsAuth: \"yes\"}", "metricsAuth"},
+		{"sidecar: {podMonitor: {tokenSecret: {secret: x}}}", "secret"},
 		{"webhook: {failurePolicy: Never}", "failurePolicy"},
 		{"webhook: {timeoutSeconds: 31}", "timeoutSeconds"},
 		{"webhook: {namespaceSelector: {matchLabel: {a: b}}}", "matchLabel"},
@@ -69,6 +71,7 @@ func TestTemplateChecks(t *testing.T) {
 		{"metrics: {port: 9443}", "metrics.port must differ"},
 		{"webhook: {port: 8081}", "webhook.port and operator.healthPort must differ"},
 		{"sidecar: {healthPort: 15981}", "sidecar.healthPort and sidecar.metricsPort must differ"},
+		{"sidecar: {metricsAuth: true, podMonitor: {enabled: true}}", "needs sidecar.podMonitor.tokenSecret.name"},
 	} {
 		t.Run(c.vals, func(t *testing.T) {
 			_, err := renderErr(releaseName, releaseNamespace, values(t, c.vals))

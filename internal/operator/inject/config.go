@@ -36,6 +36,13 @@ type Config struct {
 	// Defaults to 15981.
 	MetricsPort int32
 
+	// MetricsAuth starts the sidecar with --metrics-auth: it serves
+	// /metrics only to bearer tokens the API server authenticates and
+	// allows get on the non-resource URL /metrics. Defaults to false
+	// (/metrics open to whoever reaches the pod's metrics port;
+	// /debug/connections is always authorized).
+	MetricsAuth bool
+
 	// OperatorNamespace is the operator's own namespace, whose pods are never
 	// injected. Required.
 	OperatorNamespace string

@@ -118,18 +118,22 @@ func sidecarContainer(cfg Config, readyWhenPublished bool) corev1.Container {
 	if !readyWhenPublished {
 		readiness = probe(ReadyPath, 5, 3)
 	}
+	args := []string{
+		"--pod-socket=" + SocketPath,
+		"--node-dir=" + NodeMountPath,
+		"--token-file=" + TokenPath,
+		"--health-addr=:" + strconv.Itoa(int(cfg.HealthPort)),
+		"--metrics-addr=:" + strconv.Itoa(int(cfg.MetricsPort)),
+		"--log-level=" + cfg.LogLevel,
+	}
+	if cfg.MetricsAuth {
+		args = append(args, "--metrics-auth")
+	}
 	return corev1.Container{
 		Name:            SidecarName,
 		Image:           cfg.Image,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Args: []string{
-			"--pod-socket=" + SocketPath,
-			"--node-dir=" + NodeMountPath,
-			"--token-file=" + TokenPath,
-			"--health-addr=:" + strconv.Itoa(int(cfg.HealthPort)),
-			"--metrics-addr=:" + strconv.Itoa(int(cfg.MetricsPort)),
-			"--log-level=" + cfg.LogLevel,
-		},
+		Args:            args,
 		Env: []corev1.EnvVar{
 			fieldEnv(EnvPodName, "metadata.name"),
 			fieldEnv(EnvPodNamespace, "metadata.namespace"),

@@ -385,6 +385,34 @@ func TestWebhookHostPathMode(t *testing.T) {
 	}
 }
 
+// TestWebhookMetricsAuth runs the webhook with Config.MetricsAuth (the
+// operator's --sidecar-metrics-auth, the chart's sidecar.metricsAuth): the
+// injected sidecar gets --metrics-auth after its other arguments.
+func TestWebhookMetricsAuth(t *testing.T) {
+	cfg := sidecarConfig()
+	cfg.MetricsAuth = true
+	startWebhook(t, cfg)
+	got, err := createPod(t, appPod(newNamespace(t, enabledNS), nil))
+	if err != nil {
+		t.Fatalf("Create() = %v", err)
+	}
+	sc := got.Spec.InitContainers[0]
+	if sc.Name != inject.SidecarName {
+		t.Fatalf("first init container is %q, want the sidecar", sc.Name)
+	}
+	if diff := cmp.Diff([]string{
+		"--pod-socket=/var/run/kalpc/pod/kalpc.sock",
+		"--node-dir=/var/run/kalpc/node",
+		"--token-file=/var/run/secrets/kalpc.io/serviceaccount/token",
+		"--health-addr=:15980",
+		"--metrics-addr=:15981",
+		"--log-level=debug",
+		"--metrics-auth",
+	}, sc.Args); diff != "" {
+		t.Errorf("sidecar args (-want +got):\n%s", diff)
+	}
+}
+
 // TestConfigNodeVolume checks the mode's default and that an unknown mode
 // is refused.
 func TestConfigNodeVolume(t *testing.T) {
