@@ -31,7 +31,7 @@ func (r callResult) take(c *Conn) []byte {
 	if r.sp == nil {
 		return r.payload
 	}
-	out := append([]byte(nil), r.sp.bytes()...)
+	out := privateCopy(r.sp.bytes())
 	c.releasePayload(r.sp)
 	return out
 }

@@ -71,10 +71,10 @@ func (r *Request) Payload() []byte {
 	switch {
 	case r.payload != nil:
 	case r.sp != nil:
-		r.payload = append([]byte(nil), r.sp.bytes()...)
+		r.payload = privateCopy(r.sp.bytes())
 		r.copied, r.sp = r.sp, nil
 	case r.view != nil:
-		r.payload = append([]byte(nil), r.view.Bytes()...)
+		r.payload = privateCopy(r.view.Bytes())
 	}
 	return r.payload
 }

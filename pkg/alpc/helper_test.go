@@ -43,6 +43,8 @@ func runHelper(name, arg string) int {
 		err = helperServer(arg, nil)
 	case "server-direct":
 		err = helperServer(arg, &Config{AllowDirectAccess: true})
+	case "server-payload":
+		err = helperPayloadServer(arg)
 	case "server-big-window":
 		err = helperServer(arg, &Config{MaxPendingCalls: 10000, MaxConcurrentHandlers: 10000})
 	case "fileconn":
@@ -135,7 +137,9 @@ func helperServer(path string, cfg *Config) error {
 	if cfg == nil {
 		cfg = &Config{}
 	}
-	cfg.Handler = testHandler(nil)
+	if cfg.Handler == nil {
+		cfg.Handler = testHandler(nil)
+	}
 	l, err := Listen(path, cfg)
 	if err != nil {
 		return err

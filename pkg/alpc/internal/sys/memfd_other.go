@@ -67,3 +67,6 @@ func Missing([]byte) (int64, error) { return 0, errUnsupported }
 
 // DataEnd returns an error wrapping errors.ErrUnsupported.
 func DataEnd(int, int64) (int64, error) { return 0, errUnsupported }
+
+// Prefault does nothing.
+func Prefault([]byte) {}
