@@ -150,7 +150,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 				rows = append(rows, []string{n.NodeName, pod.Name, strconv.FormatBool(pod.Ready), string(pod.UID)})
 			}
 		}
-		if err := pw.table(1, []string{"NODE", "POD", "READY", "UID"}, rows); err != nil {
+		if err := pw.table([]string{"NODE", "POD", "READY", "UID"}, rows); err != nil {
 			return err
 		}
 		// Whether clients on each node can connect: kalpc connects only
@@ -171,7 +171,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 			}
 			rows = append(rows, []string{n.NodeName, fmt.Sprintf("%d/%d", ready, len(n.Pods)), reach})
 		}
-		if err := pw.table(1, []string{"NODE", "SERVERS", "REACHABLE"}, rows); err != nil {
+		if err := pw.table([]string{"NODE", "SERVERS", "REACHABLE"}, rows); err != nil {
 			return err
 		}
 	}
@@ -182,7 +182,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		rows := mapRows(p.Status.Conditions, func(c metav1.Condition) []string {
 			return []string{c.Type, string(c.Status), c.Reason, age(now, c.LastTransitionTime), c.Message}
 		})
-		if err := pw.table(1, []string{"TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"}, rows); err != nil {
+		if err := pw.table([]string{"TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"}, rows); err != nil {
 			return err
 		}
 	}
@@ -203,7 +203,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 			}
 			return []string{e.Type, e.Reason, a, from, strings.TrimSpace(e.Message)}
 		})
-		if err := pw.table(1, []string{"TYPE", "REASON", "AGE", "FROM", "MESSAGE"}, rows); err != nil {
+		if err := pw.table([]string{"TYPE", "REASON", "AGE", "FROM", "MESSAGE"}, rows); err != nil {
 			return err
 		}
 	}
@@ -291,11 +291,12 @@ func (p *prefixWriter) line(level int, cells ...string) {
 	_, p.err = io.WriteString(p.w, indent+text+"\n")
 }
 
-func (p *prefixWriter) table(level int, header []string, rows [][]string) error {
+// table writes a table one level in, under the heading before it.
+func (p *prefixWriter) table(header []string, rows [][]string) error {
 	if p.err != nil {
 		return p.err
 	}
-	indent := strings.Repeat("  ", level)
+	const indent = "  "
 	var b strings.Builder
 	if err := table(&b, header, rows); err != nil {
 		return err
