@@ -15,6 +15,17 @@ import (
 	"github.com/kalpc/kalpc/internal/operator/inject"
 )
 
+// wantSidecarArgs are the injected sidecar's arguments with the test
+// webhook's Config (debug logging, default ports).
+var wantSidecarArgs = []string{
+	"--pod-socket=/var/run/kalpc/pod/kalpc.sock",
+	"--node-dir=/var/run/kalpc/node",
+	"--token-file=/var/run/secrets/kalpc.io/serviceaccount/token",
+	"--health-addr=:15980",
+	"--metrics-addr=:15981",
+	"--log-level=debug",
+}
+
 var (
 	enabledNS = map[string]string{kalpcv1alpha1.LabelInjection: kalpcv1alpha1.ValueEnabled}
 	podIn     = map[string]string{kalpcv1alpha1.LabelInject: kalpcv1alpha1.ValueTrue}
@@ -226,14 +237,7 @@ func assertInjected(t *testing.T, pod *corev1.Pod) {
 	if sc.LivenessProbe == nil {
 		t.Errorf("sidecar liveness probe missing")
 	}
-	if diff := cmp.Diff([]string{
-		"--pod-socket=/var/run/kalpc/pod/kalpc.sock",
-		"--node-dir=/var/run/kalpc/node",
-		"--token-file=/var/run/secrets/kalpc.io/serviceaccount/token",
-		"--health-addr=:15980",
-		"--metrics-addr=:15981",
-		"--log-level=debug",
-	}, sc.Args); diff != "" {
+	if diff := cmp.Diff(wantSidecarArgs, sc.Args); diff != "" {
 		t.Errorf("sidecar args (-want +got):\n%s", diff)
 	}
 	wantEnv := map[string]string{
@@ -400,15 +404,7 @@ func TestWebhookMetricsAuth(t *testing.T) {
 	if sc.Name != inject.SidecarName {
 		t.Fatalf("first init container is %q, want the sidecar", sc.Name)
 	}
-	if diff := cmp.Diff([]string{
-		"--pod-socket=/var/run/kalpc/pod/kalpc.sock",
-		"--node-dir=/var/run/kalpc/node",
-		"--token-file=/var/run/secrets/kalpc.io/serviceaccount/token",
-		"--health-addr=:15980",
-		"--metrics-addr=:15981",
-		"--log-level=debug",
-		"--metrics-auth",
-	}, sc.Args); diff != "" {
+	if diff := cmp.Diff(append(slices.Clone(wantSidecarArgs), "--metrics-auth"), sc.Args); diff != "" {
 		t.Errorf("sidecar args (-want +got):\n%s", diff)
 	}
 }
